@@ -1,0 +1,62 @@
+# multi-bridge: `sudo make demo` runs the seed demo in network namespaces,
+# `sudo make test` runs every test. Both install what they need first.
+
+GO              ?= go
+BIN             := $(CURDIR)/bin
+CNI_BIN         := $(BIN)/cni
+# Pinned versions of what tests and the demo run besides our own code.
+PLUGINS_VERSION := v1.10.0
+CNITOOL_VERSION := v1.3.1
+VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS         := -X main.Version=$(VERSION)
+
+export GOFLAGS  := -buildvcs=false
+
+.PHONY: all build deps ipam-plugins cnitool demo test test-unit test-integration vet fmt clean
+
+all: build
+
+build:
+	@mkdir -p $(CNI_BIN)
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(CNI_BIN)/multi-bridge ./cmd/multi-bridge
+
+deps:
+	@hack/install-deps.sh
+
+# The real IPAM plugins the tests and the demo drive, at a pinned version.
+ipam-plugins: $(CNI_BIN)/.plugins-$(PLUGINS_VERSION)
+$(CNI_BIN)/.plugins-$(PLUGINS_VERSION):
+	@mkdir -p $(CNI_BIN)
+	GOBIN=$(CNI_BIN) $(GO) install \
+		github.com/containernetworking/plugins/plugins/ipam/host-local@$(PLUGINS_VERSION) \
+		github.com/containernetworking/plugins/plugins/ipam/static@$(PLUGINS_VERSION)
+	@touch $@
+
+cnitool: $(BIN)/.cnitool-$(CNITOOL_VERSION)
+$(BIN)/.cnitool-$(CNITOOL_VERSION):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
+	@touch $@
+
+demo: deps build ipam-plugins cnitool
+	test/demo/seed-demo.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run: make fmt"; exit 1; }
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Unit tests need no root; integration tests skip without it.
+test-unit:
+	$(GO) test ./pkg/... ./cmd/...
+
+test-integration: deps ipam-plugins
+	$(GO) test -count=1 ./test/...
+
+test: deps ipam-plugins vet
+	$(GO) test -count=1 ./...
+
+clean:
+	rm -rf $(BIN)

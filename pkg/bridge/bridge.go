@@ -1,0 +1,120 @@
+// Package bridge is the node side of multi-bridge: the Linux bridge of a
+// network, the host end of each pod's veth, the gateway address and the
+// node's forwarding sysctls. Everything here runs in the node's network
+// namespace (the namespace the plugin was started in).
+package bridge
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/alexflint/go-filemutex"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"github.com/vishvananda/netlink"
+)
+
+// Spec is the bridge a network asks for.
+type Spec struct {
+	Name    string
+	MTU     int
+	Promisc bool
+}
+
+// Ensure returns the network's bridge, creating it if absent and bringing it
+// up. It never deletes or re-creates a bridge: other pods may use it.
+func Ensure(s Spec) (*netlink.Bridge, error) {
+	br, err := lookup(s.Name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = s.Name
+		attrs.MTU = s.MTU
+		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
+		if err != nil && !errors.Is(err, syscall.EEXIST) {
+			return nil, fmt.Errorf("creating bridge %q: %w", s.Name, err)
+		}
+		// EEXIST: a concurrent ADD created it first; use theirs.
+		br, err = lookup(s.Name)
+		if err == nil {
+			// A bridge whose MAC was never set takes the lowest MAC of its
+			// ports and changes it as pods come and go, which pods' neighbour
+			// caches (the gateway's MAC) do not follow. Setting it, even to
+			// the same value, pins it.
+			_ = netlink.LinkSetHardwareAddr(br, br.HardwareAddr)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.Promisc && br.Promisc == 0 {
+		if err := netlink.SetPromiscOn(br); err != nil {
+			return nil, fmt.Errorf("setting bridge %q promiscuous: %w", s.Name, err)
+		}
+	}
+	// The node routes the bridge's subnets itself; router advertisements
+	// from pods must not give it routes.
+	_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv6/conf/%s/accept_ra", s.Name), "0")
+	if br.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(br); err != nil {
+			return nil, fmt.Errorf("bringing bridge %q up: %w", s.Name, err)
+		}
+	}
+	return lookup(s.Name)
+}
+
+func lookup(name string) (*netlink.Bridge, error) {
+	l, err := netlinksafe.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("interface %q exists on the node but is a %s, not a bridge; name another \"bridge\" in the network configuration", name, l.Type())
+	}
+	return br, nil
+}
+
+// Lookup returns an existing bridge.
+func Lookup(name string) (*netlink.Bridge, error) { return lookup(name) }
+
+// HostVethName is the node-side name of a pod's veth. It is derived from the
+// attachment so that DEL finds it even when the pod's netns is gone and a
+// killed ADD leaves nothing it cannot name; "veth" keeps NetworkManager away.
+func HostVethName(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return "veth" + hex.EncodeToString(sum[:])[:11]
+}
+
+// Lock serializes what the kernel does not: creating a bridge and choosing
+// its gateway address. It is per bridge, never global, and a file lock so it
+// holds across plugin processes.
+func Lock(runtimeDir, bridgeName string) (unlock func(), err error) {
+	return lockFile(filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock"))
+}
+
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating lock directory: %w", err)
+	}
+	m, err := filemutex.New(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening lock %s: %w", path, err)
+	}
+	if err := m.Lock(); err != nil {
+		_ = m.Close()
+		return nil, fmt.Errorf("taking lock %s: %w", path, err)
+	}
+	return func() { _ = m.Close() }, nil
+}
+
+// NetworkLock serializes per-network node state (masquerade set-up and its
+// rollback) across plugin processes.
+func NetworkLock(runtimeDir, network string) (unlock func(), err error) {
+	return lockFile(filepath.Join(runtimeDir, "network-"+network+".lock"))
+}

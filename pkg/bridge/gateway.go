@@ -1,0 +1,92 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// EnsureGateways puts each gateway (address with the subnet's prefix length)
+// on link and returns those this call added. An address of another host in
+// the same subnet is an operator's mistake unless forceAddress asks to
+// replace it.
+func EnsureGateways(link netlink.Link, gateways []*net.IPNet, forceAddress bool) ([]*net.IPNet, error) {
+	var added []*net.IPNet
+	for _, gw := range gateways {
+		ok, err := ensureGateway(link, gw, forceAddress)
+		if err != nil {
+			return added, err
+		}
+		if ok {
+			added = append(added, gw)
+		}
+	}
+	return added, nil
+}
+
+func ensureGateway(link netlink.Link, gw *net.IPNet, force bool) (bool, error) {
+	fam := netlink.FAMILY_V4
+	if gw.IP.To4() == nil {
+		fam = netlink.FAMILY_V6
+	}
+	addrs, err := netlinksafe.AddrList(link, fam)
+	if err != nil {
+		return false, fmt.Errorf("listing addresses of %s: %w", link.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(gw.IP) {
+			return false, nil
+		}
+		if a.Contains(gw.IP) || gw.Contains(a.IP) {
+			if !force {
+				return false, fmt.Errorf("%s already has %s, not the gateway %s of this network; set \"forceAddress\": true to replace it, or fix the gateway", link.Attrs().Name, a.IPNet, gw)
+			}
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return false, fmt.Errorf("removing %s from %s: %w", a.IPNet, link.Attrs().Name, err)
+			}
+		}
+	}
+	// NODAD: a gateway that stays "tentative" for a second or two makes the
+	// first packets of every new pod fail.
+	addr := &netlink.Addr{IPNet: gw, Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrAdd(link, addr); err != nil {
+		if errors.Is(err, syscall.EEXIST) {
+			return false, nil
+		}
+		return false, fmt.Errorf("adding gateway %s to %s: %w", gw, link.Attrs().Name, err)
+	}
+	return true, nil
+}
+
+// RemoveGateways takes addresses off link, ignoring those already gone.
+func RemoveGateways(link netlink.Link, gateways []*net.IPNet) error {
+	var errs []error
+	for _, gw := range gateways {
+		err := netlink.AddrDel(link, &netlink.Addr{IPNet: gw})
+		if err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("removing gateway %s from %s: %w", gw, link.Attrs().Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HasPorts reports whether any interface other than except is enslaved to
+// the bridge: a gateway address is only taken back when no pod can use it.
+func HasPorts(br *netlink.Bridge, except string) (bool, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return false, err
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if a.MasterIndex == br.Index && a.Name != except {
+			return true, nil
+		}
+	}
+	return false, nil
+}

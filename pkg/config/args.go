@@ -1,0 +1,55 @@
+package config
+
+import "strings"
+
+// Args is CNI_ARGS as Multus and container runtimes send it:
+// "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;...;FOO=bar".
+//
+// types.LoadArgs is not used because it fails on unknown keys unless
+// IgnoreUnknown is present and on pairs without '=', and a runtime's merge can
+// produce both; a delegate must never fail an ADD over CNI_ARGS it does not
+// need. Keys may repeat (Multus prepends its own and keeps the runtime's): the
+// last one wins, as it does in types.LoadArgs.
+type Args struct {
+	parts []string // as received, for WithoutIP
+	pairs [][2]string
+}
+
+// ParseArgs never fails: malformed pairs are kept verbatim for the IPAM
+// plugin and otherwise ignored.
+func ParseArgs(s string) Args {
+	var a Args
+	for _, part := range strings.Split(s, ";") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		a.parts = append(a.parts, part)
+		a.pairs = append(a.pairs, [2]string{k, v})
+	}
+	return a
+}
+
+// Get returns the last value of key, or "".
+func (a Args) Get(key string) string {
+	v := ""
+	for _, p := range a.pairs {
+		if p[0] == key {
+			v = p[1]
+		}
+	}
+	return v
+}
+
+// WithoutIP renders the arguments without IP=, for the IPAM plugin: the
+// requested addresses are passed in runtimeConfig.ips, which every CNI IPAM
+// plugin that supports static addresses reads as a list.
+func (a Args) WithoutIP() string {
+	var kept []string
+	for i, part := range a.parts {
+		if a.pairs[i][0] != "IP" {
+			kept = append(kept, part)
+		}
+	}
+	return strings.Join(kept, ";")
+}

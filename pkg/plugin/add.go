@@ -1,0 +1,510 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/masq"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/podif"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/rules"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/store"
+)
+
+// Add implements CNI ADD.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	c, err := p.begin("ADD", args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	ctx := context.Background()
+
+	a, err := p.prepareAdd(ctx, c)
+	if err != nil {
+		c.log.Error("ADD refused", "error", err)
+		return err
+	}
+	defer a.close()
+	if err := runSteps(ctx, c.log, a.steps(), p.opts.AfterStep); err != nil {
+		return err
+	}
+	c.log.Info("ADD done", "addresses", a.addressList(), "table", a.choice.Table, "priority", a.choice.Priority, "repeat", a.prior != nil)
+	return types.PrintResult(a.result, c.net.Conf.CNIVersion)
+}
+
+// addition is the state of one ADD as its steps fill it in; each step
+// records what it changed so that its undo takes back exactly that.
+type addition struct {
+	p     *Plugin
+	c     *call
+	podNS ns.NetNS
+	pod   *netlinksafe.Handle
+	store store.Store
+
+	// prior is set when this ADD repeats a live attachment: it converges
+	// toward the same state instead of failing on what already exists.
+	prior  *store.Record
+	choice rules.Choice
+
+	br            *netlink.Bridge
+	host          netlink.Link
+	podLink       netlink.Link
+	createdVeth   bool
+	ipam          *current.Result
+	ipamCalled    bool
+	savedState    bool
+	addedGateways []*net.IPNet
+	plan          rules.Plan
+	masq          masq.Backend
+	masqChanged   bool
+	result        *current.Result
+}
+
+// prepareAdd does everything that can refuse the ADD before anything is
+// changed: open the pod, tell a repeated ADD from a name clash, and choose
+// the table and preference against the pod's current rules.
+func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
+	podNS, err := ns.GetNS(c.args.Netns)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("cannot open the pod's netns %q: %v", c.args.Netns, err), "")
+	}
+	pod, err := netlinksafe.NewHandleAt(netns.NsHandle(podNS.Fd()))
+	if err != nil {
+		_ = podNS.Close()
+		return nil, fmt.Errorf("netlink in pod netns: %w", err)
+	}
+	a := &addition{p: p, c: c, podNS: podNS, pod: &pod, store: store.New(c.net.DataDir(), c.net.Conf.Name)}
+	if err := a.detectRepeat(ctx); err != nil {
+		a.close()
+		return nil, err
+	}
+	if c.net.Layer3 {
+		var ours []netip.Addr
+		if a.prior != nil {
+			ours = recordAddrs(a.prior)
+		}
+		podRules, err := a.pod.RuleList(netlink.FAMILY_ALL)
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("listing the pod's rules: %w", err)
+		}
+		owners, err := podif.Addresses(a.pod)
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("listing the pod's addresses: %w", err)
+		}
+		a.choice, err = rules.Choose(c.net.Routing, c.args.IfName, ours, rules.PodRules{Rules: podRules, Owners: owners})
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+func (a *addition) close() {
+	a.pod.Close()
+	_ = a.podNS.Close()
+}
+
+func (a *addition) detectRepeat(ctx context.Context) error {
+	args := a.c.args
+	link, owned, err := podif.Owned(a.pod, args.IfName, podif.Marker(a.c.net.Conf.Name, args.ContainerID))
+	if err != nil {
+		return err
+	}
+	rec, err := a.store.Load(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	switch {
+	case link != nil && !owned:
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("interface %q already exists in the pod and was not created by multi-bridge for network %q and container %s", args.IfName, a.c.net.Conf.Name, args.ContainerID),
+			"give this attachment another interface name (the \"interface\" of the network selection)")
+	case link != nil && rec != nil:
+		a.prior, a.podLink = rec, link
+		return nil
+	case link != nil:
+		// Our marker without a record: an ADD interrupted between marking
+		// and recording. Start over.
+		return podif.Delete(a.pod, link)
+	case rec != nil:
+		// A record without its interface: an interrupted ADD, or an
+		// interface deleted behind our back. Release what it holds first,
+		// or the IPAM plugin refuses a second allocation for this attachment.
+		a.c.log.Info("releasing a stale attachment before ADD", "record", rec.ContainerID+"/"+rec.IfName)
+		ref := attachmentRef{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.Netns, Addrs: recordAddrs(rec)}
+		return a.p.teardown(ctx, a.c, ref, a.pod, a.c.ipamArgs())
+	}
+	return nil
+}
+
+func (a *addition) steps() []step {
+	n := a.c.net
+	s := []step{
+		{name: StepBridge, do: a.ensureBridge},
+		{name: StepVeth, do: a.attachVeth, undo: a.detachVeth},
+	}
+	if n.Layer3 {
+		s = append(s,
+			step{name: StepIPAM, do: a.allocate, undo: a.release},
+			step{name: StepState, do: a.saveState, undo: a.forgetState},
+			step{name: StepAddresses, do: a.configureAddresses},
+		)
+		if n.Conf.IsGateway {
+			s = append(s, step{name: StepGateway, do: a.ensureGateway, undo: a.removeGateway})
+		}
+		s = append(s,
+			step{name: StepRoutes, do: a.applyRoutes, undo: a.removeRoutes},
+			step{name: StepRules, do: a.applyRules, undo: a.removeRules},
+		)
+		if n.Conf.IPMasq {
+			s = append(s, step{name: StepMasquerade, do: a.ensureMasquerade, undo: a.removeMasquerade})
+		}
+	} else {
+		s = append(s,
+			step{name: StepState, do: a.saveState, undo: a.forgetState},
+			step{name: StepAddresses, do: a.configureAddresses},
+		)
+	}
+	return append(s, step{name: "result", do: a.buildResult})
+}
+
+func (a *addition) ensureBridge(context.Context) error {
+	n := a.c.net
+	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.br, err = bridge.Ensure(bridge.Spec{Name: n.Bridge, MTU: n.Conf.MTU, Promisc: n.Conf.PromiscMode})
+	return err
+}
+
+func (a *addition) attachVeth(context.Context) error {
+	n, args := a.c.net, a.c.args
+	hostName := bridge.HostVethName(args.ContainerID, args.IfName)
+	if a.prior != nil {
+		host, err := netlinksafe.LinkByName(hostName)
+		if err != nil {
+			return fmt.Errorf("host end %s of the existing %s: %w", hostName, args.IfName, err)
+		}
+		a.host = host
+		return nil
+	}
+	att, err := bridge.Attach(a.br, bridge.Port{
+		ContainerID: args.ContainerID, IfName: args.IfName, PodNS: a.podNS,
+		MTU: n.Conf.MTU, MAC: n.MAC, Hairpin: n.Conf.HairpinMode,
+	})
+	if att != nil {
+		a.createdVeth = true
+		a.host = att.Host
+	}
+	if err != nil {
+		return err
+	}
+	a.podLink, err = a.pod.LinkByName(args.IfName)
+	return err
+}
+
+func (a *addition) detachVeth(context.Context) error {
+	if !a.createdVeth {
+		return nil
+	}
+	return bridge.DetachByName(bridge.HostVethName(a.c.args.ContainerID, a.c.args.IfName))
+}
+
+func (a *addition) allocate(ctx context.Context) error {
+	if a.prior != nil {
+		res, err := recordResult(a.prior)
+		a.ipam = res
+		return err
+	}
+	conf, err := a.c.net.IPAMConf(nil)
+	if err != nil {
+		return err
+	}
+	a.ipamCalled = true
+	raw, err := a.p.opts.IPAM.Run(ctx, "ADD", a.c.net.Conf.IPAM.Type, conf, a.c.ipamArgs())
+	if err != nil {
+		return err
+	}
+	res, err := current.NewResultFromResult(raw)
+	if err != nil {
+		return fmt.Errorf("IPAM plugin %q returned an unusable result: %w", a.c.net.Conf.IPAM.Type, err)
+	}
+	if len(res.IPs) == 0 {
+		return types.NewError(types.ErrInternal, fmt.Sprintf("IPAM plugin %q returned no IP address", a.c.net.Conf.IPAM.Type), "check the ipam section of the network configuration")
+	}
+	a.ipam = res
+	return completeIPAMResult(a.c.net, res)
+}
+
+func (a *addition) release(ctx context.Context) error {
+	if !a.ipamCalled {
+		return nil
+	}
+	conf, err := a.c.net.IPAMConf(nil)
+	if err != nil {
+		return err
+	}
+	_, err = a.p.opts.IPAM.Run(ctx, "DEL", a.c.net.Conf.IPAM.Type, conf, a.c.ipamArgs())
+	return err
+}
+
+// completeIPAMResult fills in what the plugin promises beyond IPAM: the
+// gateway of a network whose bridge is its gateway, and the default route of
+// isDefaultGateway. Every default route names its gateway: Multus's
+// network-status reads the gateway from there.
+func completeIPAMResult(n *config.Network, res *current.Result) error {
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil && n.Conf.IsGateway {
+			ipc.Gateway = ip.NextIP(ipc.Address.IP.Mask(ipc.Address.Mask))
+		}
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		v4 := ipc.Address.IP.To4() != nil
+		var def *types.Route
+		for _, r := range res.Routes {
+			if ones, _ := r.Dst.Mask.Size(); ones == 0 && (r.Dst.IP.To4() != nil) == v4 {
+				def = r
+				break
+			}
+		}
+		switch {
+		case def != nil && def.GW == nil:
+			def.GW = ipc.Gateway
+		case def != nil && n.Conf.IsDefaultGateway && !def.GW.Equal(ipc.Gateway):
+			return types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("isDefaultGateway asks for a default route via %s, but IPAM returns one via %s", ipc.Gateway, def.GW),
+				"drop isDefaultGateway or the default route of the ipam section")
+		case def == nil && n.Conf.IsDefaultGateway:
+			dst := net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}
+			if !v4 {
+				dst = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+			}
+			res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: ipc.Gateway})
+		}
+	}
+	return nil
+}
+
+func (a *addition) saveState(context.Context) error {
+	if a.prior != nil {
+		return nil
+	}
+	res := a.ipam
+	if res == nil {
+		res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	}
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	args := a.c.args
+	err = a.store.Save(store.Record{
+		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
+		HostVeth: bridge.HostVethName(args.ContainerID, args.IfName),
+		Table:    a.choice.Table, Priority: a.choice.Priority, Result: raw,
+	})
+	a.savedState = err == nil
+	return err
+}
+
+func (a *addition) forgetState(context.Context) error {
+	if !a.savedState {
+		return nil
+	}
+	return a.store.Delete(a.c.args.ContainerID, a.c.args.IfName)
+}
+
+func (a *addition) configureAddresses(context.Context) error {
+	var addrs []netip.Prefix
+	if a.ipam != nil {
+		addrs = resultPrefixes(a.ipam)
+	}
+	return podif.Configure(a.pod, a.podSysctl, a.podLink, podif.Settings{
+		Marker:    podif.Marker(a.c.net.Conf.Name, a.c.args.ContainerID),
+		Addresses: addrs,
+		EnableDAD: a.c.net.Conf.EnableDad,
+	})
+}
+
+func (a *addition) podSysctl(key, value string) error {
+	return a.podNS.Do(func(ns.NetNS) error {
+		_, err := sysctl.Sysctl(key, value)
+		return err
+	})
+}
+
+func (a *addition) ensureGateway(context.Context) error {
+	n := a.c.net
+	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.addedGateways, err = bridge.EnsureGateways(a.br, gatewayNets(a.ipam), n.Conf.ForceAddress)
+	if err != nil {
+		return err
+	}
+	return ip.EnableForward(a.ipam.IPs)
+}
+
+// removeGateway takes back the gateway addresses this ADD put on the bridge,
+// unless another pod's port is there to use them.
+func (a *addition) removeGateway(context.Context) error {
+	if len(a.addedGateways) == 0 {
+		return nil
+	}
+	n := a.c.net
+	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	busy, err := bridge.HasPorts(a.br, bridge.HostVethName(a.c.args.ContainerID, a.c.args.IfName))
+	if err != nil || busy {
+		return err
+	}
+	return bridge.RemoveGateways(a.br, a.addedGateways)
+}
+
+func (a *addition) attachment() rules.Attachment {
+	return attachmentOf(a.c.net, a.c.args.IfName, a.podLink.Attrs().Index, a.ipam, a.choice)
+}
+
+func (a *addition) applyRoutes(context.Context) error {
+	a.plan = rules.BuildPlan(a.attachment())
+	return rules.ApplyRoutes(a.pod, a.plan)
+}
+
+func (a *addition) removeRoutes(context.Context) error {
+	if a.prior != nil {
+		return nil
+	}
+	return rules.RemoveRoutes(a.pod, a.plan)
+}
+
+func (a *addition) applyRules(context.Context) error {
+	return rules.ApplyRules(a.pod, a.plan)
+}
+
+func (a *addition) removeRules(context.Context) error {
+	if a.prior != nil {
+		return nil
+	}
+	return rules.RemoveRules(a.pod, a.plan)
+}
+
+func (a *addition) ensureMasquerade(ctx context.Context) error {
+	n := a.c.net
+	backend, err := a.p.opts.Masquerade(n.MasqMode)
+	if err != nil {
+		return err
+	}
+	a.masq = backend
+	unlock, err := bridge.NetworkLock(n.RuntimeDir(), n.Conf.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.masqChanged, err = backend.Ensure(ctx, n.Conf.Name, masq.Plan(subnetsOf(a.ipam), n.Pool))
+	return err
+}
+
+// removeMasquerade takes the network's masquerade state back only when this
+// ADD created it and no other attachment of the network is on the node; the
+// network lock orders this against another ADD's set-up.
+func (a *addition) removeMasquerade(ctx context.Context) error {
+	if !a.masqChanged {
+		return nil
+	}
+	n := a.c.net
+	unlock, err := bridge.NetworkLock(n.RuntimeDir(), n.Conf.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	others, err := a.store.List()
+	if err != nil {
+		return err
+	}
+	for _, r := range others {
+		if r.ContainerID != a.c.args.ContainerID || r.IfName != a.c.args.IfName {
+			return nil
+		}
+	}
+	return a.masq.Remove(ctx, n.Conf.Name)
+}
+
+func (a *addition) buildResult(context.Context) error {
+	args := a.c.args
+	hostAttrs := a.host.Attrs()
+	podAttrs := a.podLink.Attrs()
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: a.br.Name, Mac: a.br.HardwareAddr.String()},
+			{Name: hostAttrs.Name, Mac: hostAttrs.HardwareAddr.String()},
+			{Name: args.IfName, Mac: podAttrs.HardwareAddr.String(), Mtu: podAttrs.MTU, Sandbox: args.Netns},
+		},
+		DNS: a.c.net.Conf.DNS,
+	}
+	if a.ipam != nil {
+		for _, ipc := range a.ipam.IPs {
+			ipc.Interface = current.Int(2)
+		}
+		res.IPs = a.ipam.IPs
+		res.Routes = resultRoutes(a.ipam.Routes, a.choice)
+		if res.DNS.IsEmpty() {
+			res.DNS = a.ipam.DNS
+		}
+	}
+	a.result = res
+	return nil
+}
+
+// resultRoutes reports routes where they live: a policy-routed attachment's
+// routes carry their table (CNI 1.1 "table"; older versions drop the field).
+func resultRoutes(routes []*types.Route, c rules.Choice) []*types.Route {
+	if c.Table == 0 || c.Table == rules.MainTable {
+		return routes
+	}
+	out := make([]*types.Route, 0, len(routes))
+	for _, r := range routes {
+		rc := *r
+		rc.Table = current.Int(c.Table)
+		out = append(out, &rc)
+	}
+	return out
+}
+
+func (a *addition) addressList() []string {
+	var out []string
+	if a.ipam != nil {
+		for _, p := range resultPrefixes(a.ipam) {
+			out = append(out, p.String())
+		}
+	}
+	return out
+}

@@ -1,0 +1,156 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/podif"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/rules"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/store"
+)
+
+// Del implements CNI DEL. It succeeds when there is nothing left to remove:
+// netns gone or empty, interface gone, no prevResult, called twice.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	c, err := p.begin("DEL", args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	ctx := context.Background()
+
+	st := store.New(c.net.DataDir(), c.net.Conf.Name)
+	rec, err := st.Load(args.ContainerID, args.IfName)
+	if err != nil {
+		c.log.Error("ignoring unreadable state", "error", err)
+	}
+	ref := attachmentRef{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Addrs: recordAddrs(rec)}
+	if prev, err := prevResultOf(c.net); err == nil && prev != nil {
+		ref.addAddrs(resultAddrs(prev))
+	}
+	pod, closePod := c.openPod(args.Netns)
+	defer closePod()
+	if err := p.teardown(ctx, c, ref, pod, c.ipamArgs()); err != nil {
+		c.log.Error("DEL failed", "error", err)
+		return err
+	}
+	c.log.Info("DEL done", "podNetnsOpen", pod != nil)
+	return nil
+}
+
+// attachmentRef names an attachment to tear down and the addresses it is
+// known to have had (from state and prevResult).
+type attachmentRef struct {
+	ContainerID string
+	IfName      string
+	Netns       string
+	Addrs       []netip.Addr
+}
+
+func (r *attachmentRef) addAddrs(addrs []netip.Addr) {
+	for _, a := range addrs {
+		if !slices.Contains(r.Addrs, a) {
+			r.Addrs = append(r.Addrs, a)
+		}
+	}
+}
+
+// openPod opens the pod's netns for teardown. An empty, stale or gone path
+// gives a nil handle: the kernel removed the pod's interfaces and rules with
+// the namespace, so there is nothing to do inside it.
+func (c *call) openPod(path string) (*netlinksafe.Handle, func()) {
+	if path == "" {
+		return nil, func() {}
+	}
+	podNS, err := ns.GetNS(path)
+	if err != nil {
+		c.log.Info("pod netns not usable; cleaning up the node side only", "netns", path, "reason", err)
+		return nil, func() {}
+	}
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(podNS.Fd()))
+	if err != nil {
+		_ = podNS.Close()
+		c.log.Error("netlink in pod netns", "error", err)
+		return nil, func() {}
+	}
+	return &h, func() { h.Close(); _ = podNS.Close() }
+}
+
+// teardown removes one attachment: its rules and interface in the pod (when
+// the pod is reachable and the interface is ours), the host veth, the IPAM
+// reservation and the state record. It is shared by DEL, GC and an ADD that
+// finds a stale attachment, and it tolerates every part being gone already.
+func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *netlinksafe.Handle, ipamArgs *invoke.Args) error {
+	var errs []error
+	if pod != nil {
+		link, owned, err := podif.Owned(pod, ref.IfName, podif.Marker(c.net.Conf.Name, ref.ContainerID))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if owned {
+			addrs, err := pod.AddrList(link, netlink.FAMILY_ALL)
+			if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+				errs = append(errs, err)
+			}
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok && !ip.IsLinkLocalUnicast() {
+					ref.addAddrs([]netip.Addr{ip.Unmap()})
+				}
+			}
+		}
+		if err := rules.RemoveRulesFrom(pod, ref.Addrs); err != nil {
+			errs = append(errs, err)
+		}
+		if owned {
+			if err := podif.Delete(pod, link); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := bridge.DetachByName(bridge.HostVethName(ref.ContainerID, ref.IfName)); err != nil {
+		errs = append(errs, err)
+	}
+	if c.net.Layer3 {
+		conf, err := c.net.IPAMConf(nil)
+		if err == nil {
+			a := *ipamArgs
+			a.ContainerID, a.IfName, a.NetNS = ref.ContainerID, ref.IfName, ref.Netns
+			_, err = p.opts.IPAM.Run(ctx, "DEL", c.net.Conf.IPAM.Type, conf, &a)
+		}
+		if err != nil {
+			// Keep the record: a later DEL or GC retries the release.
+			errs = append(errs, fmt.Errorf("releasing the IPAM reservation: %w", err))
+			return joinCNI(errs)
+		}
+	}
+	if err := store.New(c.net.DataDir(), c.net.Conf.Name).Delete(ref.ContainerID, ref.IfName); err != nil {
+		errs = append(errs, err)
+	}
+	return joinCNI(errs)
+}
+
+// joinCNI joins errors into one CNI error, keeping the code of the first
+// CNI error among them.
+func joinCNI(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	joined := errors.Join(errs...)
+	var e *types.Error
+	if errors.As(errs[0], &e) {
+		return types.NewError(e.Code, joined.Error(), e.Details)
+	}
+	return types.NewError(types.ErrInternal, joined.Error(), "")
+}

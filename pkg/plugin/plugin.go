@@ -1,0 +1,127 @@
+// Package plugin implements the CNI verbs of multi-bridge on top of the
+// node-side (bridge, masq), pod-side (podif, rules) and state packages.
+//
+// ADD is an ordered list of steps, each with its undo: a failure at any step
+// rolls back everything before it, so a failed ADD leaves node and pod as they
+// were. DEL is best effort in reverse and never fails on "already gone".
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/masq"
+)
+
+// IPAM runs the network's IPAM plugin for one CNI command. The production
+// implementation execs the binary named by ipam.type from CNI_PATH, as the
+// CNI spec requires; tests wrap it to make a step fail.
+type IPAM interface {
+	Run(ctx context.Context, command, plugin string, conf []byte, args *invoke.Args) (types.Result, error)
+}
+
+// ExecIPAM is the IPAM implementation that execs the plugin binary.
+type ExecIPAM struct{}
+
+// Run execs plugin with command; only ADD returns a result.
+func (ExecIPAM) Run(ctx context.Context, command, plugin string, conf []byte, args *invoke.Args) (types.Result, error) {
+	path, err := invoke.FindInPath(plugin, filepath.SplitList(args.Path))
+	if err != nil {
+		return nil, types.NewError(types.ErrPluginNotAvailable,
+			fmt.Sprintf("IPAM plugin %q not found in CNI_PATH %q", plugin, args.Path),
+			"install it in the CNI bin directory (e.g. /opt/cni/bin) or fix ipam.type")
+	}
+	a := *args
+	a.Command = command
+	if command == "ADD" {
+		return invoke.ExecPluginWithResult(ctx, path, conf, &a, nil)
+	}
+	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, &a, nil)
+}
+
+// Options are the plugin's dependencies and test seams. The zero value is
+// production behaviour.
+type Options struct {
+	// IPAM runs the IPAM plugin; default ExecIPAM.
+	IPAM IPAM
+	// Masquerade returns the masquerade backend for a mode ("" = auto);
+	// default masq.New.
+	Masquerade func(mode string) (masq.Backend, error)
+	// AfterStep, when set, runs after each ADD step and fails the ADD if it
+	// returns an error: the seam rollback tests use.
+	AfterStep func(step string) error
+	// LogOutput receives logs when the configuration has no logFile;
+	// default os.Stderr (never stdout, which carries only the result).
+	LogOutput io.Writer
+}
+
+// Plugin is multi-bridge's implementation of the CNI verbs.
+type Plugin struct {
+	opts Options
+}
+
+// New returns a plugin with opts, filling defaults.
+func New(opts Options) *Plugin {
+	if opts.IPAM == nil {
+		opts.IPAM = ExecIPAM{}
+	}
+	if opts.Masquerade == nil {
+		opts.Masquerade = masq.New
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	return &Plugin{opts: opts}
+}
+
+// Funcs wires the verbs for skel.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{
+		Add:    p.Add,
+		Del:    p.Del,
+		Check:  p.Check,
+		Status: p.Status,
+		GC:     p.GC,
+	}
+}
+
+// call is what every verb starts from: the validated network and the
+// runtime's arguments.
+type call struct {
+	net  *config.Network
+	args *skel.CmdArgs
+	log  *slog.Logger
+	done func()
+}
+
+func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
+	n, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return nil, err
+	}
+	log, done := newLogger(n, p.opts.LogOutput)
+	log = log.With("verb", verb, "network", n.Conf.Name, "pod", n.Pod.String(),
+		"containerID", args.ContainerID, "ifname", args.IfName)
+	return &call{net: n, args: args, log: log, done: done}, nil
+}
+
+// ipamArgs are the arguments the IPAM plugin gets: the runtime's, with
+// CNI_ARGS cleaned of the IP= key (see config.Args.WithoutIP).
+func (c *call) ipamArgs() *invoke.Args {
+	return &invoke.Args{
+		ContainerID:   c.args.ContainerID,
+		NetNS:         c.args.Netns,
+		IfName:        c.args.IfName,
+		PluginArgsStr: c.net.IPAMArgs,
+		Path:          c.args.Path,
+	}
+}

@@ -1,0 +1,47 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// Status implements CNI STATUS: success means an ADD can be served now. The
+// IPAM plugin must be installed and answer its own STATUS, and masquerading
+// networks need a usable firewall backend.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	c, err := p.begin("STATUS", args)
+	if err != nil {
+		return err
+	}
+	defer c.done()
+	n := c.net
+	if n.Layer3 {
+		conf, err := n.IPAMConf(nil)
+		if err != nil {
+			return err
+		}
+		if _, err := p.opts.IPAM.Run(context.Background(), "STATUS", n.Conf.IPAM.Type, conf, c.ipamArgs()); err != nil {
+			return notAvailable(fmt.Sprintf("IPAM plugin %q is not ready", n.Conf.IPAM.Type), err)
+		}
+	}
+	if n.Conf.IPMasq {
+		if _, err := p.opts.Masquerade(n.MasqMode); err != nil {
+			return notAvailable("no usable masquerade backend", err)
+		}
+	}
+	return nil
+}
+
+// notAvailable is the spec's error 50 (plugin not available), keeping a more
+// precise code (50 or 51) the IPAM plugin gave.
+func notAvailable(reason string, err error) error {
+	var e *types.Error
+	if errors.As(err, &e) && (e.Code == types.ErrPluginNotAvailable || e.Code == types.ErrLimitedConnectivity) {
+		return types.NewError(e.Code, reason+": "+e.Msg, e.Details)
+	}
+	return types.NewError(types.ErrPluginNotAvailable, reason+": "+err.Error(), "")
+}
