@@ -92,10 +92,14 @@ type NetConf struct {
 	} `json:"args,omitempty"`
 }
 
-// NodeSubnets is the per-node slicing of a network's address pool.
+// NodeSubnets is the per-node slicing of a network's address pool: the node
+// agent leases each node a slice of Pool of prefix length Size, or, with
+// FromNodePodCIDR, uses the Node's spec.podCIDRs (Pool is then the cluster's
+// pod range, still needed to keep pod-to-pod traffic unmasqueraded).
 type NodeSubnets struct {
-	Pool string `json:"pool"`
-	Size int    `json:"size"`
+	Pool            string `json:"pool"`
+	Size            int    `json:"size,omitempty"`
+	FromNodePodCIDR bool   `json:"fromNodePodCIDR,omitempty"`
 }
 
 // RoutingMode says how an attachment's routes are kept in the pod.
@@ -466,9 +470,26 @@ func validateNodeSubnets(n *Network, _ Args) error {
 		return invalid(`"nodeSubnets.pool"`, fmt.Sprintf("%q", ns.Pool), "not a network prefix",
 			`use the network address with its length, e.g. "10.240.0.0/16"`)
 	}
-	if ns.Size <= pool.Bits() || ns.Size > pool.Addr().BitLen()-2 {
+	switch {
+	case ns.FromNodePodCIDR && ns.Size != 0:
+		return invalid(`"nodeSubnets.size"`, ns.Size, `is set by the Node's spec.podCIDR when "fromNodePodCIDR" is true`, `drop "size"`)
+	case !ns.FromNodePodCIDR && (ns.Size <= pool.Bits() || ns.Size > pool.Addr().BitLen()-2):
 		return invalid(`"nodeSubnets.size"`, ns.Size, fmt.Sprintf("must be longer than the pool's /%d and leave room for hosts", pool.Bits()),
 			fmt.Sprintf("use a prefix length between %d and %d", pool.Bits()+1, pool.Addr().BitLen()-2))
+	}
+	// The slice replaces the IPAM subnet; only host-local takes it there,
+	// and a subnet of its own would contradict the node's slice.
+	if n.Conf.IPAM.Type != "host-local" {
+		return invalid(`"ipam.type"`, fmt.Sprintf("%q", n.Conf.IPAM.Type), `"nodeSubnets" hands each node's slice to host-local`,
+			`use "ipam": {"type": "host-local"} without "subnet" or "ranges"`)
+	}
+	var ipam map[string]json.RawMessage
+	_ = json.Unmarshal(n.RawConf["ipam"], &ipam)
+	for _, key := range []string{"subnet", "ranges"} {
+		if _, ok := ipam[key]; ok {
+			return invalid(`"ipam.`+key+`"`, string(ipam[key]), `conflicts with "nodeSubnets": the node agent gives each node its own slice`,
+				`remove "ipam.`+key+`"`)
+		}
 	}
 	n.Pool = &pool
 	return nil

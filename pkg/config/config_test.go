@@ -62,6 +62,8 @@ func TestRefusedValues(t *testing.T) {
 		{"multicast mac", `"runtimeConfig":{"mac":"01:00:5e:00:00:01"}`, types.ErrInvalidNetworkConfig, `invalid "runtimeConfig.mac" "01:00:5e:00:00:01": is a multicast address`},
 		{"bad ip", `"runtimeConfig":{"ips":["10.240.10.300/24"]}`, types.ErrInvalidNetworkConfig, `invalid "runtimeConfig.ips" "10.240.10.300/24": not an IP address`},
 		{"pool not a network", `"nodeSubnets":{"pool":"10.240.1.0/16","size":24}`, types.ErrInvalidNetworkConfig, `invalid "nodeSubnets.pool" "10.240.1.0/16": not a network prefix`},
+		{"node slices with an ipam subnet", `"nodeSubnets":{"pool":"10.240.0.0/16","size":24}`, types.ErrInvalidNetworkConfig, `invalid "ipam.subnet" "10.240.10.0/24": conflicts with "nodeSubnets"`},
+		{"podCIDR with size", `"nodeSubnets":{"pool":"10.240.0.0/16","size":24,"fromNodePodCIDR":true}`, types.ErrInvalidNetworkConfig, `invalid "nodeSubnets.size" 24: is set by the Node's spec.podCIDR`},
 		{"slice not inside pool", `"nodeSubnets":{"pool":"10.240.0.0/16","size":16}`, types.ErrInvalidNetworkConfig, `invalid "nodeSubnets.size" 16: must be longer than the pool's /16`},
 	}
 	for _, c := range cases {
