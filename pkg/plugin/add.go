@@ -67,6 +67,7 @@ type addition struct {
 	createdVeth   bool
 	ipam          *current.Result
 	ipamCalled    bool
+	slice         netip.Prefix // this node's slice of a nodeSubnets network
 	savedState    bool
 	addedGateways []*net.IPNet
 	plan          rules.Plan
@@ -149,7 +150,7 @@ func (a *addition) detectRepeat(ctx context.Context) error {
 		// interface deleted behind our back. Release what it holds first,
 		// or the IPAM plugin refuses a second allocation for this attachment.
 		a.c.log.Info("releasing a stale attachment before ADD", "record", rec.ContainerID+"/"+rec.IfName)
-		ref := attachmentRef{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.Netns, Addrs: recordAddrs(rec)}
+		ref := refOf(rec)
 		return a.p.teardown(ctx, a.c, ref, a.pod, a.c.ipamArgs())
 	}
 	return nil
@@ -236,7 +237,12 @@ func (a *addition) allocate(ctx context.Context) error {
 		a.ipam = res
 		return err
 	}
-	conf, err := a.c.net.IPAMConf(nil)
+	slice, err := a.c.nodeSlice(netip.Prefix{})
+	if err != nil {
+		return err
+	}
+	a.slice = slice
+	conf, err := a.c.ipamConf(a.slice)
 	if err != nil {
 		return err
 	}
@@ -260,7 +266,7 @@ func (a *addition) release(ctx context.Context) error {
 	if !a.ipamCalled {
 		return nil
 	}
-	conf, err := a.c.net.IPAMConf(nil)
+	conf, err := a.c.ipamConf(a.slice)
 	if err != nil {
 		return err
 	}
@@ -323,8 +329,8 @@ func (a *addition) saveState(context.Context) error {
 	args := a.c.args
 	err = a.store.Save(store.Record{
 		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
-		HostVeth: bridge.HostVethName(args.ContainerID, args.IfName),
-		Table:    a.choice.Table, Priority: a.choice.Priority, Result: raw,
+		HostVeth: bridge.HostVethName(args.ContainerID, args.IfName), Subnet: a.slice,
+		Table: a.choice.Table, Priority: a.choice.Priority, Result: raw,
 	})
 	a.savedState = err == nil
 	return err

@@ -54,7 +54,11 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 		return err
 	}
 	if n.Layer3 {
-		conf, err := n.IPAMConf(nil)
+		var recorded netip.Prefix
+		if rec != nil {
+			recorded = rec.Subnet
+		}
+		conf, err := c.ipamConf(recorded)
 		if err != nil {
 			return err
 		}

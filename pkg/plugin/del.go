@@ -36,7 +36,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		c.log.Error("ignoring unreadable state", "error", err)
 	}
-	ref := attachmentRef{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns, Addrs: recordAddrs(rec)}
+	ref := attachmentRef{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns}
+	if rec != nil {
+		ref = refOf(rec)
+		ref.Netns = args.Netns
+	}
 	if prev, err := prevResultOf(c.net); err == nil && prev != nil {
 		ref.addAddrs(resultAddrs(prev))
 	}
@@ -57,6 +61,11 @@ type attachmentRef struct {
 	IfName      string
 	Netns       string
 	Addrs       []netip.Addr
+	Slice       netip.Prefix // the node slice recorded at ADD, if any
+}
+
+func refOf(rec *store.Record) attachmentRef {
+	return attachmentRef{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.Netns, Addrs: recordAddrs(rec), Slice: rec.Subnet}
 }
 
 func (r *attachmentRef) addAddrs(addrs []netip.Addr) {
@@ -123,7 +132,7 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 		errs = append(errs, err)
 	}
 	if c.net.Layer3 {
-		conf, err := c.net.IPAMConf(nil)
+		conf, err := c.ipamConf(ref.Slice)
 		if err == nil {
 			a := *ipamArgs
 			a.ContainerID, a.IfName, a.NetNS = ref.ContainerID, ref.IfName, ref.Netns

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -43,7 +44,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}] {
 			continue
 		}
-		ref := attachmentRef{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.Netns, Addrs: recordAddrs(rec)}
+		ref := refOf(rec)
 		pod, closePod := c.openPod(rec.Netns)
 		err := p.teardown(ctx, c, ref, pod, c.ipamArgs())
 		closePod()
@@ -67,7 +68,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 func (p *Plugin) gcIPAM(ctx context.Context, c *call) []error {
 	n := c.net
 	var errs []error
-	conf, err := n.IPAMConf(nil)
+	conf, err := c.ipamConf(netip.Prefix{})
 	if err == nil {
 		_, err = p.opts.IPAM.Run(ctx, "GC", n.Conf.IPAM.Type, conf, c.ipamArgs())
 	}

@@ -8,9 +8,11 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/masq"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 )
 
 // IPAM runs the network's IPAM plugin for one CNI command. The production
@@ -112,6 +115,43 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
 	log = log.With("verb", verb, "network", n.Conf.Name, "pod", n.Pod.String(),
 		"containerID", args.ContainerID, "ifname", args.IfName)
 	return &call{net: n, args: args, log: log, done: done}, nil
+}
+
+// ipamConf is the IPAM plugin's configuration for this call. For a network
+// sliced per node it carries this node's slice: the one recorded at ADD when
+// given (DEL must release from the slice it allocated from), else the one the
+// node agent leased.
+func (c *call) ipamConf(recorded netip.Prefix) ([]byte, error) {
+	slice, err := c.nodeSlice(recorded)
+	if err != nil {
+		return nil, err
+	}
+	if !slice.IsValid() {
+		return c.net.IPAMConf(nil)
+	}
+	return c.net.IPAMConf(&slice)
+}
+
+// nodeSlice is the slice ipamConf uses; zero for a network not sliced per node.
+func (c *call) nodeSlice(recorded netip.Prefix) (netip.Prefix, error) {
+	if c.net.Pool == nil || recorded.IsValid() {
+		return recorded, nil
+	}
+	dir := nodesubnet.Dir(c.net.RuntimeDir())
+	lease, err := nodesubnet.Read(dir, c.net.Conf.Name)
+	switch {
+	case errors.Is(err, nodesubnet.ErrNotLeased):
+		return netip.Prefix{}, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("this node has no slice of network %q's pool %s yet", c.net.Conf.Name, c.net.Pool),
+			fmt.Sprintf("the multi-bridge agent writes it to %s once it has leased one; check that the agent runs on this node, then retry", nodesubnet.Path(dir, c.net.Conf.Name)))
+	case err != nil:
+		return netip.Prefix{}, err
+	case lease.Pool != *c.net.Pool:
+		return netip.Prefix{}, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("this node's slice %s of network %q belongs to pool %s, but the network's pool is now %s", lease.Subnet, c.net.Conf.Name, lease.Pool, c.net.Pool),
+			"wait for the multi-bridge agent to lease a slice of the new pool, then retry")
+	}
+	return lease.Subnet, nil
 }
 
 // ipamArgs are the arguments the IPAM plugin gets: the runtime's, with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -20,9 +21,9 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	defer c.done()
 	n := c.net
 	if n.Layer3 {
-		conf, err := n.IPAMConf(nil)
+		conf, err := c.ipamConf(netip.Prefix{})
 		if err != nil {
-			return err
+			return notAvailable("cannot serve ADD", err)
 		}
 		if _, err := p.opts.IPAM.Run(context.Background(), "STATUS", n.Conf.IPAM.Type, conf, c.ipamArgs()); err != nil {
 			return notAvailable(fmt.Sprintf("IPAM plugin %q is not ready", n.Conf.IPAM.Type), err)

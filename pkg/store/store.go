@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,8 +21,11 @@ type Record struct {
 	IfName      string `json:"ifName"`
 	Netns       string `json:"netns"`
 	HostVeth    string `json:"hostVeth"`
-	Table       int    `json:"table"`
-	Priority    int    `json:"priority"`
+	// Subnet is the node's slice the IPAM plugin allocated from, for
+	// networks with nodeSubnets (DEL must release from the same slice).
+	Subnet   netip.Prefix `json:"subnet,omitzero"`
+	Table    int          `json:"table"`
+	Priority int          `json:"priority"`
 	// Result is the CNI result returned by ADD (current spec version).
 	Result json.RawMessage `json:"result"`
 }
