@@ -94,6 +94,14 @@ func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
 		a.close()
 		return nil, err
 	}
+	if c.net.Layer3 && a.prior == nil {
+		// Without this node's slice there is nothing to allocate from: refuse
+		// before changing anything.
+		if a.slice, err = c.nodeSlice(netip.Prefix{}); err != nil {
+			a.close()
+			return nil, err
+		}
+	}
 	if c.net.Layer3 {
 		var ours []netip.Addr
 		if a.prior != nil {
@@ -237,11 +245,6 @@ func (a *addition) allocate(ctx context.Context) error {
 		a.ipam = res
 		return err
 	}
-	slice, err := a.c.nodeSlice(netip.Prefix{})
-	if err != nil {
-		return err
-	}
-	a.slice = slice
 	conf, err := a.c.ipamConf(a.slice)
 	if err != nil {
 		return err

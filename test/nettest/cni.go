@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -222,3 +224,18 @@ func HostLocal(subnet string, extra map[string]any) map[string]any {
 
 // DefaultRoute is the IPAM "routes" entry that makes a table's default route.
 var DefaultRoute = []map[string]any{{"dst": "0.0.0.0/0"}}
+
+// DelWithoutPrevResult runs DEL the way Multus does after a failed ADD: the
+// configuration as is, no prevResult, straight to the plugin binary.
+func (r *Runtime) DelWithoutPrevResult(conf *libcni.PluginConfig, rt *libcni.RuntimeConf) error {
+	return r.in(func() error {
+		path, err := invoke.FindInPath(conf.Network.Type, r.CNI.Path)
+		if err != nil {
+			return err
+		}
+		return invoke.ExecPluginWithoutResult(context.Background(), path, conf.Bytes, &invoke.Args{
+			Command: "DEL", ContainerID: rt.ContainerID, NetNS: rt.NetNS, IfName: rt.IfName,
+			PluginArgs: rt.Args, Path: strings.Join(r.CNI.Path, ":"),
+		}, nil)
+	})
+}

@@ -42,6 +42,16 @@ func NewNS(t testing.TB) ns.NetNS {
 	return n
 }
 
+// DeleteNS removes a namespace before the test ends, as a runtime does when
+// a container dies or a node reboots: its path goes stale.
+func DeleteNS(t testing.TB, n ns.NetNS) {
+	t.Helper()
+	_ = n.Close()
+	if err := testutils.UnmountNS(n); err != nil {
+		t.Fatalf("deleting netns %s: %v", n.Path(), err)
+	}
+}
+
 // Run runs a command inside n and returns its combined output. The child
 // inherits the namespace of the locked thread that starts it.
 func Run(n ns.NetNS, name string, args ...string) (string, error) {

@@ -1,0 +1,43 @@
+package integration
+
+import (
+	"context"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEverySpecVersion(t *testing.T) {
+	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		t.Run(v, func(t *testing.T) {
+			b := newBed(t)
+			conf := b.conf(net1(map[string]any{"cniVersion": v}))
+			res, err := b.rt.AddRaw(conf, b.rtc("net1"))
+			require.NoError(t, err)
+			assert.Equal(t, v, res.Version())
+			assert.Equal(t, []string{"101: from 10.240.10.2 lookup 1"}, b.podRules("-4"))
+			if v >= "0.4.0" {
+				require.NoError(t, b.rt.Check(conf, b.rtc("net1")))
+			}
+			require.NoError(t, b.del(conf, "net1"))
+			assertReleased(t, b)
+		})
+	}
+}
+
+func TestVersionVerb(t *testing.T) {
+	b := newBed(t)
+	var supported []string
+	require.NoError(t, b.node.Do(func(ns.NetNS) error {
+		info, err := b.rt.CNI.GetVersionInfo(context.Background(), "multi-bridge")
+		if err == nil {
+			supported = info.SupportedVersions()
+		}
+		return err
+	}))
+	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		assert.Contains(t, supported, v)
+	}
+}
