@@ -23,7 +23,9 @@ func TestCheckDetectsDrift(t *testing.T) {
 			`address 10.240.10.2/24 is missing from interface "net1"`},
 		{"host veth detached", func(b *bed) { nettest.MustRun(t, b.node, "ip", "link", "set", b.hostVeths()[0], "nomaster") },
 			"is not attached to bridge \"cni1\""},
-		{"masquerade removed", func(b *bed) { nettest.MustRun(t, b.node, "nft", "delete", "chain", "inet", "multi-bridge", "masq-net1") },
+		{"masquerade removed", func(b *bed) {
+			nettest.MustRun(t, b.node, "nft", "delete", "chain", "inet", "multi-bridge", "masq-net1")
+		},
 			"masquerade rule missing in nftables chain inet multi-bridge masq-net1"},
 		{"bridge deleted", func(b *bed) { nettest.MustRun(t, b.node, "ip", "link", "del", "cni1") },
 			`bridge "cni1"`},
