@@ -52,10 +52,10 @@ fmt:
 test-unit:
 	$(GO) test ./pkg/... ./cmd/...
 
-test-integration: deps ipam-plugins
+test-integration: deps ipam-plugins cnitool
 	$(GO) test -count=1 ./test/...
 
-test: deps ipam-plugins vet
+test: deps ipam-plugins cnitool vet
 	$(GO) test -count=1 ./...
 
 clean:

@@ -8,9 +8,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-export CNI_PATH=$root/bin/cni
+# Overridable so the test suite can run this very script against a fresh build.
+export CNI_PATH=${MULTI_BRIDGE_CNI_PATH:-$root/bin/cni}
 export NETCONFPATH=$root/examples/cni
-cnitool=$root/bin/cnitool
+cnitool=${CNITOOL:-$root/bin/cnitool}
 # State lives in a temporary directory so the demo leaves nothing on the machine.
 work=$(mktemp -d /tmp/multi-bridge-demo.XXXXXX)
 sfx=$$
