@@ -64,14 +64,20 @@ func Configure(h *netlinksafe.Handle, sysctl func(key, value string) error, link
 			_ = sysctl(fmt.Sprintf("net/ipv6/conf/%s/%s", name, key), "0")
 		}
 	}
+	// Up first: an IPv6 address added to a down interface stays tentative
+	// until DAD runs after link-up, asynchronously, and a route with that
+	// address as its source is refused (EINVAL) until then.
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bringing %s up: %w", name, err)
+	}
 	for _, a := range s.Addresses {
 		addr := &netlink.Addr{IPNet: ipNet(a)}
+		if a.Addr().Is6() && !s.EnableDAD {
+			addr.Flags = unix.IFA_F_NODAD
+		}
 		if err := h.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("adding %s to %s: %w", a, name, err)
 		}
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bringing %s up: %w", name, err)
 	}
 	if hasV6 && s.EnableDAD {
 		return settle(h, link, 10*time.Second)
