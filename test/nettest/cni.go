@@ -239,3 +239,8 @@ func (r *Runtime) DelWithoutPrevResult(conf *libcni.PluginConfig, rt *libcni.Run
 		}, nil)
 	})
 }
+
+// CheckList runs CHECK for a conflist.
+func (r *Runtime) CheckList(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	return r.in(func() error { return r.CNI.CheckNetworkList(context.Background(), list, rt) })
+}
