@@ -52,11 +52,23 @@ fmt:
 test-unit:
 	$(GO) test ./pkg/... ./cmd/...
 
+# The integration suite runs once per spec version; version-independent
+# (heavy) tests run in the 1.1.0 pass only.
+OLDER_CNI_VERSIONS := 1.0.0 0.4.0 0.3.1
+
 test-integration: deps ipam-plugins cnitool
 	$(GO) test -count=1 ./test/...
+	@for v in $(OLDER_CNI_VERSIONS); do \
+		echo "integration suite, cniVersion $$v"; \
+		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
+	done
 
 test: deps ipam-plugins cnitool vet
 	$(GO) test -count=1 ./...
+	@for v in $(OLDER_CNI_VERSIONS); do \
+		echo "integration suite, cniVersion $$v"; \
+		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN)

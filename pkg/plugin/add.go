@@ -25,11 +25,22 @@ import (
 	"github.com/multi-bridge-cni/multi-bridge/pkg/store"
 )
 
-// Add implements CNI ADD.
+// Add implements CNI ADD: the result, in the configuration's spec version,
+// is the only thing written to stdout.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	c, err := p.begin("ADD", args)
+	res, err := p.AddResult(args)
 	if err != nil {
 		return err
+	}
+	return res.Print()
+}
+
+// AddResult runs ADD and returns its result converted to the configuration's
+// spec version.
+func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
+	c, err := p.begin("ADD", args)
+	if err != nil {
+		return nil, err
 	}
 	defer c.done()
 	ctx := context.Background()
@@ -37,14 +48,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	a, err := p.prepareAdd(ctx, c)
 	if err != nil {
 		c.log.Error("ADD refused", "error", err)
-		return err
+		return nil, err
 	}
 	defer a.close()
 	if err := runSteps(ctx, c.log, a.steps(), p.opts.AfterStep); err != nil {
-		return err
+		return nil, err
 	}
 	c.log.Info("ADD done", "addresses", a.addressList(), "table", a.choice.Table, "priority", a.choice.Priority, "repeat", a.prior != nil)
-	return types.PrintResult(a.result, c.net.Conf.CNIVersion)
+	return a.result.GetAsVersion(c.net.Conf.CNIVersion)
 }
 
 // addition is the state of one ADD as its steps fill it in; each step

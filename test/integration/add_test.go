@@ -31,7 +31,7 @@ func TestRepeatedAddConverges(t *testing.T) {
 
 func TestResultForMultus(t *testing.T) {
 	b := newBed(t)
-	res := b.mustAdd(b.conf(net1(map[string]any{"mtu": 1400, "dns": map[string]any{"nameservers": []string{"10.240.0.10"}}})), "net1")
+	res := b.mustAdd(b.conf(net1(map[string]any{"cniVersion": "1.1.0", "mtu": 1400, "dns": map[string]any{"nameservers": []string{"10.240.0.10"}}})), "net1")
 	require.Len(t, res.Interfaces, 3)
 	assert.Equal(t, "cni1", res.Interfaces[0].Name)
 	assert.Equal(t, b.hostVeths()[0], res.Interfaces[1].Name)

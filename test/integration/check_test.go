@@ -33,7 +33,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			b := newBed(t)
-			conf := b.conf(net1(map[string]any{"ipMasq": true}))
+			conf := b.conf(net1(map[string]any{"ipMasq": true, "cniVersion": "1.1.0"}))
 			b.mustAdd(conf, "net1")
 			require.NoError(t, b.rt.Check(conf, b.rtc("net1")), "CHECK passes on an intact attachment")
 			c.drift(b)
@@ -46,7 +46,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 
 func TestCheckWithAutomaticTable(t *testing.T) {
 	b := newBed(t)
-	conf := b.conf(map[string]any{"name": "auto", "bridge": "cnia", "isGateway": true,
+	conf := b.conf(map[string]any{"name": "auto", "bridge": "cnia", "isGateway": true, "cniVersion": "1.1.0",
 		"ipam": nettest.HostLocal("10.240.61.0/24", map[string]any{"routes": nettest.DefaultRoute})})
 	b.mustAdd(conf, "net1")
 	require.NoError(t, b.rt.Check(conf, b.rtc("net1")))

@@ -100,7 +100,7 @@ func TestDelOfNeverAddedContainer(t *testing.T) {
 
 func TestDelWithAnotherIfnameLeavesTheAttachment(t *testing.T) {
 	b := newBed(t)
-	conf := b.conf(net1(nil))
+	conf := b.conf(net1(map[string]any{"cniVersion": "1.1.0"})) // CHECK below
 	b.mustAdd(conf, "net1")
 	require.NoError(t, b.del(conf, "net2"))
 	assert.Equal(t, []string{"lo", "net1"}, linkNames(t, b.pod))

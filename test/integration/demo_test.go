@@ -15,6 +15,7 @@ import (
 // TestDemoScript runs `make demo`'s script against this build, so the demo a
 // newcomer runs stays true.
 func TestDemoScript(t *testing.T) {
+	nettest.Heavy(t)
 	cnitool := filepath.Join(nettest.RepoRoot(), "bin", "cnitool")
 	if _, err := os.Stat(cnitool); err != nil {
 		t.Fatalf("cnitool missing at %s: run 'make cnitool'", cnitool)

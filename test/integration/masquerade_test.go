@@ -48,7 +48,9 @@ func TestMasqueradeBackends(t *testing.T) {
 			_, err = s.RT.Add(conf, runtimeConf("masq-other-"+c.name, other.Path(), "net1"))
 			require.NoError(t, err)
 			assert.Equal(t, state, nettest.MustRun(t, s.Node, c.state[0], c.state[1:]...))
-			require.NoError(t, s.RT.Check(conf, rt))
+			if nettest.CNIVersion() >= "0.4.0" {
+				require.NoError(t, s.RT.Check(conf, rt), "CHECK sees the masquerade state")
+			}
 		})
 	}
 }

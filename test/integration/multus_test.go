@@ -43,7 +43,7 @@ func withDirs(t *testing.T, d nettest.Dirs, conf []byte, edit func(map[string]an
 	t.Helper()
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(conf, &m))
-	m["dataDir"], m["runtimeDir"] = d.Data, d.Runtime
+	m["dataDir"], m["runtimeDir"], m["cniVersion"] = d.Data, d.Runtime, nettest.CNIVersion()
 	if ipam, ok := m["ipam"].(map[string]any); ok && ipam["type"] == "host-local" {
 		ipam["dataDir"] = d.IPAM
 	}
@@ -58,6 +58,7 @@ func withDirs(t *testing.T, d nettest.Dirs, conf []byte, edit func(map[string]an
 }
 
 func TestNetworkStatusForEveryVersion(t *testing.T) {
+	nettest.Heavy(t)
 	for _, v := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
 			b := newBed(t)

@@ -7,9 +7,12 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
 
 func TestEverySpecVersion(t *testing.T) {
+	nettest.Heavy(t)
 	for _, v := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
 		t.Run(v, func(t *testing.T) {
 			b := newBed(t)
@@ -28,6 +31,7 @@ func TestEverySpecVersion(t *testing.T) {
 }
 
 func TestVersionVerb(t *testing.T) {
+	nettest.Heavy(t)
 	b := newBed(t)
 	var supported []string
 	require.NoError(t, b.node.Do(func(ns.NetNS) error {

@@ -178,12 +178,33 @@ func NewDirs(t testing.TB) Dirs {
 	return d
 }
 
+// VersionEnv selects the spec version the integration suite runs with;
+// `make test` runs the suite once per supported version.
+const VersionEnv = "MULTI_BRIDGE_TEST_CNI_VERSION"
+
+// CNIVersion is the spec version of this run (default 1.1.0).
+func CNIVersion() string {
+	if v := os.Getenv(VersionEnv); v != "" {
+		return v
+	}
+	return "1.1.0"
+}
+
+// Heavy marks a test that runs once, in the default (1.1.0) pass of the
+// suite: what it exercises does not depend on the spec version.
+func Heavy(t testing.TB) {
+	t.Helper()
+	if CNIVersion() != "1.1.0" {
+		t.Skipf("runs in the cniVersion 1.1.0 pass only (this pass: %s)", CNIVersion())
+	}
+}
+
 // Conf builds a plugin configuration: fields over the defaults (type
-// multi-bridge, cniVersion 1.1.0) with dataDir, runtimeDir and ipam.dataDir
+// multi-bridge, cniVersion of this run) with dataDir, runtimeDir and ipam.dataDir
 // pointed at d. fields["ipam"] may be a map; its dataDir is filled in.
 func Conf(t testing.TB, d Dirs, fields map[string]any) *libcni.PluginConfig {
 	t.Helper()
-	conf := map[string]any{"cniVersion": "1.1.0", "type": "multi-bridge", "dataDir": d.Data, "runtimeDir": d.Runtime}
+	conf := map[string]any{"cniVersion": CNIVersion(), "type": "multi-bridge", "dataDir": d.Data, "runtimeDir": d.Runtime}
 	for k, v := range fields {
 		conf[k] = v
 	}
