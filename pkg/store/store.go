@@ -78,13 +78,18 @@ func (s Store) Load(containerID, ifName string) (*Record, error) {
 	return &r, nil
 }
 
-// Delete removes a record; a missing one is not an error.
+// Delete removes a record, and the temporary file of a write the plugin was
+// killed in; a missing one is not an error.
 func (s Store) Delete(containerID, ifName string) error {
-	err := os.Remove(s.path(containerID, ifName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	path := s.path(containerID, ifName)
+	partial, _ := filepath.Glob(filepath.Join(s.dir, "."+filepath.Base(path)+".tmp-*"))
+	var errs []error
+	for _, p := range append(partial, path) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // List returns every record of the network. Unreadable files are skipped

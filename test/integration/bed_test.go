@@ -134,3 +134,11 @@ func grep(lines []string, s string) []string {
 	}
 	return out
 }
+
+// logWriter sends an in-process plugin's log lines to the test's log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

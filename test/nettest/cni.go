@@ -265,3 +265,21 @@ func (r *Runtime) DelWithoutPrevResult(conf *libcni.PluginConfig, rt *libcni.Run
 func (r *Runtime) CheckList(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
 	return r.in(func() error { return r.CNI.CheckNetworkList(context.Background(), list, rt) })
 }
+
+// PluginGC runs the plugin's own GC with the given valid attachments,
+// without libcni's first pass (which DELs the stale attachments it has in its
+// cache): what the plugin collects by itself is what the test sees.
+func (r *Runtime) PluginGC(conf *libcni.PluginConfig, valid []types.GCAttachment) error {
+	injected, err := libcni.InjectConf(conf, map[string]any{"cni.dev/valid-attachments": valid})
+	if err != nil {
+		return err
+	}
+	return r.in(func() error {
+		path, err := invoke.FindInPath(conf.Network.Type, r.CNI.Path)
+		if err != nil {
+			return err
+		}
+		return invoke.ExecPluginWithoutResult(context.Background(), path, injected.Bytes,
+			&invoke.Args{Command: "GC", Path: strings.Join(r.CNI.Path, ":")}, nil)
+	})
+}
