@@ -28,7 +28,7 @@ import (
 // leaks counts what attachments leave on the node and in its pods.
 type leaks struct {
 	HostVeths, Reservations, StateFiles, PodRules, PodLinks int
-	MasqueradeRules                                          int
+	MasqueradeRules                                         int
 }
 
 func countLeaks(t *testing.T, b *bed, pods []ns.NetNS) leaks {
