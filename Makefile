@@ -1,6 +1,9 @@
 # multi-bridge: `sudo make demo` runs the seed demo in network namespaces,
 # `sudo make test` runs every test. Both install what they need first.
 
+# sudo resets PATH (secure_path), which on most machines drops Go's own
+# directory: look there too, so `sudo make demo` works as the README says.
+export PATH     := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO              ?= go
 BIN             := $(CURDIR)/bin
 CNI_BIN         := $(BIN)/cni

@@ -25,6 +25,19 @@ func Marker(network, containerID string) string {
 	return "multi-bridge:" + network + ":" + containerID
 }
 
+// NetworkOf reads the network name back from a marker.
+func NetworkOf(alias string) (string, bool) {
+	rest, ok := strings.CutPrefix(alias, "multi-bridge:")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(rest, ":")
+	if i < 0 {
+		return "", false
+	}
+	return rest[:i], true
+}
+
 // Owned returns the pod interface named ifName and whether it carries the
 // marker of this attachment. A missing interface is (nil, false, nil).
 func Owned(h *netlinksafe.Handle, ifName, marker string) (netlink.Link, bool, error) {

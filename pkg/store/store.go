@@ -44,9 +44,10 @@ func New(dataDir, network string) Store {
 func (s Store) Dir() string { return s.dir }
 
 func (s Store) path(containerID, ifName string) string {
-	// skel has validated both: container IDs are [a-zA-Z0-9][a-zA-Z0-9_.-]*
-	// and interface names contain no '/'.
-	return filepath.Join(s.dir, containerID+"_"+ifName+".json")
+	// ':' separates them because neither can contain it (skel validates
+	// container IDs as [a-zA-Z0-9][a-zA-Z0-9_.-]* and interface names
+	// without '/', ':' or spaces), so no two attachments share a file.
+	return filepath.Join(s.dir, containerID+":"+ifName+".json")
 }
 
 // Save writes a record atomically: a reader sees the old record or the new

@@ -226,3 +226,54 @@ func snapshot(b *bed) string {
 	}
 	return strings.Join(parts, "\n")
 }
+
+// A repeated ADD whose configuration now asks for another table and
+// preference converges to them: the old rule and table are gone.
+func TestRepeatedAddWithNewTableConverges(t *testing.T) {
+	b := newBed(t)
+	b.mustAdd(b.conf(net1(map[string]any{"table": 11, "priority": 111})), "net1")
+	conf := b.conf(net1(map[string]any{"table": 21, "priority": 121, "cniVersion": "1.1.0"}))
+	b.mustAdd(conf, "net1")
+	assert.Equal(t, []string{"121: from 10.240.10.2 lookup 21"}, b.podRules("-4"))
+	assert.Empty(t, b.inPod("ip", "route", "show", "table", "11"))
+	assert.Equal(t, []string{"default via 10.240.10.1 dev net1", "10.240.10.0/24 dev net1 scope link src 10.240.10.2"},
+		b.inPod("ip", "route", "show", "table", "21"))
+	require.NoError(t, b.rt.Check(conf, b.rtc("net1")), "the record follows the new table")
+}
+
+func TestDefaultGatewayOnTwoNetworksIsRefused(t *testing.T) {
+	b := newBed(t)
+	b.mustAdd(b.conf(map[string]any{"name": "mgmt", "bridge": "cni0", "isDefaultGateway": true, "table": 0,
+		"ipam": nettest.HostLocal("10.240.0.0/24", nil)}), "eth0")
+	before := snapshot(b)
+	_, err := b.add(b.conf(net1(map[string]any{"isDefaultGateway": true})), "net1")
+	e := cniCode(t, err)
+	assert.Equal(t, uint(types.ErrInvalidNetworkConfig), e.Code)
+	assert.Equal(t, `the pod's main table already has default via 10.240.0.1 dev eth0 table main of interface eth0 of network mgmt; isDefaultGateway of network "net1" would replace it`, e.Msg)
+	assert.Equal(t, before, snapshot(b), "rolled back")
+}
+
+func TestBridgeNameTakenByAnotherInterface(t *testing.T) {
+	b := newBed(t)
+	nettest.MustRun(t, b.node, "ip", "link", "add", "cni1", "type", "veth", "peer", "name", "cni1peer")
+	before := snapshot(b)
+	_, err := b.add(b.conf(net1(nil)), "net1")
+	e := cniCode(t, err)
+	assert.Equal(t, uint(types.ErrInvalidNetworkConfig), e.Code)
+	assert.Equal(t, `invalid "bridge" "cni1": interface "cni1" exists on the node and is a veth, not a bridge`, e.Msg)
+	assert.Equal(t, before, snapshot(b), "refused before any change")
+}
+
+// Container IDs and interface names may both contain '_': two attachments
+// must never share a state file.
+func TestAttachmentsWhoseNamesLookAlike(t *testing.T) {
+	b := newBed(t)
+	conf := b.conf(net1(nil))
+	other := nettest.NewNS(t)
+	_, err := b.rt.Add(conf, runtimeConf("p_q", b.pod.Path(), "net1"))
+	require.NoError(t, err)
+	_, err = b.rt.Add(conf, runtimeConf("p", other.Path(), "q_net1"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"lo", "net1"}, linkNames(t, b.pod), "the first pod keeps its interface")
+	assert.Equal(t, []string{"net1/10.240.10.2", "net1/10.240.10.3"}, b.reservations())
+}

@@ -152,7 +152,8 @@ func TestSoakAddDel(t *testing.T) {
 }
 
 // The plugin SIGKILLed at a random moment of ADD, 100 times: the DEL that
-// follows (as a runtime sends it, without prevResult) leaves nothing.
+// follows (as a runtime sends it, without prevResult) leaves nothing, and so
+// does a repeated ADD followed by DEL.
 func TestKilledAddThenDelLeavesNothing(t *testing.T) {
 	nettest.Heavy(t)
 	b := newBed(t)
@@ -186,6 +187,11 @@ func TestKilledAddThenDelLeavesNothing(t *testing.T) {
 			}
 		}
 		rt := runtimeConf(id, b.pod.Path(), "net1")
+		if i%2 == 1 {
+			// The runtime may also retry the ADD first.
+			_, err := b.rt.Add(conf, rt)
+			require.NoError(t, err, "ADD again after a kill at %v", delay)
+		}
 		require.NoError(t, b.rt.DelWithoutPrevResult(conf, rt), "DEL after a kill at %v", delay)
 		require.Equal(t, leaks{MasqueradeRules: 1}, countLeaks(t, b, []ns.NetNS{b.pod}), "iteration %d, killed after %v", i, delay)
 	}

@@ -31,7 +31,7 @@ func TestDemoScript(t *testing.T) {
 		"1 packets transmitted, 1 received, 0% packet loss",
 		"host veths left on the node: 0",
 		"IPAM reservations left: 0",
-		"per-pod firewall rules left: 0",
+		"firewall: unchanged by DEL (per-network rules only, nothing per pod)",
 	} {
 		assert.Contains(t, string(out), want)
 	}

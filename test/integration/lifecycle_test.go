@@ -158,6 +158,21 @@ func TestGCRemovesMasqueradeOfIdleNetworks(t *testing.T) {
 	require.NoError(t, b.rt.Check(busy, b.rtc("net2")))
 }
 
+// GC only removes masquerade state of networks whose attachments it can
+// see: a network keeping its state in another data directory is left alone.
+func TestGCLeavesNetworksOfOtherDataDirs(t *testing.T) {
+	b := newBed(t)
+	mine := b.conf(net1(map[string]any{"cniVersion": "1.1.0", "ipMasq": true}))
+	elsewhere := nettest.NewDirs(t)
+	theirs := nettest.Conf(t, elsewhere, map[string]any{"cniVersion": "1.1.0", "name": "net2", "bridge": "cni2", "isGateway": true,
+		"ipMasq": true, "table": 2, "priority": 102, "ipam": nettest.HostLocal("10.240.20.0/24", nil)})
+	b.mustAdd(mine, "net1")
+	b.mustAdd(theirs, "net2")
+	require.NoError(t, b.rt.PluginGC(mine, []types.GCAttachment{{ContainerID: b.id, IfName: "net1"}}))
+	assert.Len(t, grep(b.onNode("nft", "list", "ruleset"), "masquerade comment"), 2)
+	require.NoError(t, b.rt.Check(theirs, b.rtc("net2")))
+}
+
 func TestGCDisabled(t *testing.T) {
 	b := newBed(t)
 	conf := b.conf(net1(map[string]any{"cniVersion": "1.1.0"}))

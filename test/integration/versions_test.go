@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -20,6 +21,12 @@ func TestEverySpecVersion(t *testing.T) {
 			res, err := b.rt.AddRaw(conf, b.rtc("net1"))
 			require.NoError(t, err)
 			assert.Equal(t, v, res.Version())
+			raw, err := json.Marshal(res)
+			require.NoError(t, err)
+			if v != "1.1.0" {
+				assert.NotContains(t, string(raw), `"table"`, "route tables are a 1.1.0 field")
+				assert.NotContains(t, string(raw), `"mtu"`, "interface MTU is a 1.1.0 field")
+			}
 			assert.Equal(t, []string{"101: from 10.240.10.2 lookup 1"}, b.podRules("-4"))
 			if v >= "0.4.0" {
 				require.NoError(t, b.rt.Check(conf, b.rtc("net1")))
