@@ -58,8 +58,14 @@ func Ensure(s Spec) (*netlink.Bridge, error) {
 		}
 	}
 	// The node routes the bridge's subnets itself; router advertisements
-	// from pods must not give it routes.
-	_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv6/conf/%s/accept_ra", s.Name), "0")
+	// from pods must not give it routes. And no DAD on the bridge: until its
+	// link-local address leaves "tentative" (1-2 s) the node cannot send a
+	// neighbour solicitation there, so the first IPv6 packets to a new pod
+	// wait or are lost; its addresses are the node's own (a MAC-derived
+	// link-local and the gateway IPAM reserved).
+	for _, key := range []string{"accept_ra", "accept_dad"} {
+		_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv6/conf/%s/%s", s.Name, key), "0")
+	}
 	if br.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
 			return nil, fmt.Errorf("bringing bridge %q up: %w", s.Name, err)

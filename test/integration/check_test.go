@@ -18,7 +18,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 		{"rule deleted", func(b *bed) { nettest.MustRun(t, b.pod, "ip", "rule", "del", "pref", "101") },
 			`missing in the pod: rule "101: from 10.240.10.2 lookup 1"`},
 		{"table route deleted", func(b *bed) { nettest.MustRun(t, b.pod, "ip", "route", "del", "default", "table", "1") },
-			"missing in the pod: route default via 10.240.10.1 dev #"},
+			"missing in the pod: route default via 10.240.10.1 dev net1 table 1"},
 		{"address deleted", func(b *bed) { nettest.MustRun(t, b.pod, "ip", "addr", "del", "10.240.10.2/24", "dev", "net1") },
 			`address 10.240.10.2/24 is missing from interface "net1"`},
 		{"host veth detached", func(b *bed) { nettest.MustRun(t, b.node, "ip", "link", "set", b.hostVeths()[0], "nomaster") },

@@ -18,6 +18,8 @@ const (
 	// Internet is an address that lives only on the WAN host, which has no
 	// route back to the pods: it answers a pod only if the node masquerades.
 	Internet = "203.0.113.10"
+	// Internet6 is the WAN host's IPv6 address, likewise with no route back.
+	Internet6 = "2001:db8:2::10"
 )
 
 // Seed is the seed demo's topology: a node running the plugin, a pod, an
@@ -38,14 +40,22 @@ func NewSeed(t testing.TB) *Seed {
 	s.RT = NewRuntime(t, s.Node)
 	Connect(t, End{NS: s.Node, Name: "uplink", Addrs: []string{NodeUplink + "/24", "2001:db8:1::1/64"}},
 		End{NS: s.Outside, Name: "eth0", Addrs: []string{OutsideHost + "/24", "2001:db8:1::2/64"}})
-	Connect(t, End{NS: s.Node, Name: "wan0", Addrs: []string{NodeWAN + "/24"}},
-		End{NS: s.WAN, Name: "eth0", Addrs: []string{Internet + "/24"}})
+	Connect(t, End{NS: s.Node, Name: "wan0", Addrs: []string{NodeWAN + "/24", "2001:db8:2::1/64"}},
+		End{NS: s.WAN, Name: "eth0", Addrs: []string{Internet + "/24", Internet6 + "/64"}})
 	MustRun(t, s.Outside, "ip", "route", "add", "10.240.0.0/16", "via", NodeUplink)
 	MustRun(t, s.Outside, "ip", "-6", "route", "add", "fd00:10:240::/48", "via", "2001:db8:1::1")
 	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"} {
 		Sysctl(t, s.Node, k, "1")
 	}
 	return s
+}
+
+// StrictReversePath makes the node drop packets (both families) that arrive
+// on an interface its routes would not use to reach their source: IPv6 has no
+// rp_filter sysctl, so this is the nftables fib expression.
+func (s *Seed) StrictReversePath(t testing.TB) {
+	t.Helper()
+	MustRun(t, s.Node, "sh", "-c", `nft add table inet rpf && nft add chain inet rpf pre '{ type filter hook prerouting priority raw; }' && nft add rule inet rpf pre fib saddr . iif oif missing counter drop`)
 }
 
 // ExampleConf loads one of the plain CNI configurations in examples/cni and
