@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/multi-bridge-cni/multi-bridge/pkg/store"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/atomicfile"
 )
 
 // DirName is the subdirectory of the runtime directory holding the files.
@@ -46,7 +46,7 @@ func Write(dir string, l Lease) error {
 	if err != nil {
 		return err
 	}
-	return store.WriteFileAtomic(Path(dir, l.Network), data, 0o644)
+	return atomicfile.WriteFile(Path(dir, l.Network), data, 0o644)
 }
 
 // Read returns the lease of network, ErrNotLeased when there is none.

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/atomicfile"
 )
 
 // Record is one attachment's state.
@@ -60,7 +62,7 @@ func (s Store) Save(r Record) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(s.path(r.ContainerID, r.IfName), data, 0o600)
+	return atomicfile.WriteFile(s.path(r.ContainerID, r.IfName), data, 0o600)
 }
 
 // Load returns the record of an attachment, or nil when there is none.
@@ -83,7 +85,7 @@ func (s Store) Load(containerID, ifName string) (*Record, error) {
 // killed in; a missing one is not an error.
 func (s Store) Delete(containerID, ifName string) error {
 	path := s.path(containerID, ifName)
-	partial, _ := filepath.Glob(filepath.Join(s.dir, "."+filepath.Base(path)+".tmp-*"))
+	partial, _ := filepath.Glob(filepath.Join(s.dir, atomicfile.TempPrefix(path)+"*"))
 	var errs []error
 	for _, p := range append(partial, path) {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -122,33 +124,4 @@ func (s Store) List() ([]Record, error) {
 		recs = append(recs, r)
 	}
 	return recs, errors.Join(errs...)
-}
-
-// WriteFileAtomic writes data to a temporary file in the target's directory,
-// syncs it and renames it over the target, removing the temporary file on any
-// failure.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

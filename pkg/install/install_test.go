@@ -1,0 +1,170 @@
+package install
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func fakeVersion(v string) func(string) (string, error) {
+	return func(string) (string, error) { return v, nil }
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o755))
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+func tempFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+	require.NoError(t, err)
+	return m
+}
+
+func TestInstallThenSameVersionIsANoOp(t *testing.T) {
+	src, dir := filepath.Join(t.TempDir(), "multi-bridge"), t.TempDir()
+	write(t, src, "binary v1")
+	b := Binary{Source: src, Version: "v1.0.0", Dir: dir, Name: "multi-bridge"}
+	out, err := b.Install()
+	require.NoError(t, err)
+	assert.Equal(t, Installed, out)
+	target := filepath.Join(dir, "multi-bridge")
+	fi, err := os.Stat(target)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
+	before := inode(t, target)
+
+	out, err = b.Install()
+	require.NoError(t, err)
+	assert.Equal(t, AlreadyCurrent, out)
+	assert.Equal(t, before, inode(t, target), "the file was not touched")
+	assert.Empty(t, tempFiles(t, dir))
+}
+
+func TestVersionCheck(t *testing.T) {
+	cases := []struct {
+		installed, ours string
+		force           bool
+		want            Outcome
+	}{
+		{"v2.0.0", "v1.0.0", false, KeptNewer},
+		{"v2.0.0", "v1.0.0", true, Installed},
+		{"v0.9.0", "v1.0.0", false, Installed},
+		{"v1.0.0", "dev", false, KeptNewer},
+		{"dev", "v1.0.0", false, Installed},
+		{"garbage", "v1.0.0", false, Installed},
+	}
+	for _, c := range cases {
+		src, dir := filepath.Join(t.TempDir(), "p"), t.TempDir()
+		write(t, src, "ours")
+		write(t, filepath.Join(dir, "p"), "theirs")
+		out, err := Binary{Source: src, Version: c.ours, Dir: dir, Name: "p", Force: c.force, InstalledVersion: fakeVersion(c.installed)}.Install()
+		require.NoError(t, err)
+		assert.Equal(t, c.want, out, "%+v", c)
+		got, _ := os.ReadFile(filepath.Join(dir, "p"))
+		assert.Equal(t, map[Outcome]string{Installed: "ours", KeptNewer: "theirs"}[c.want], string(got), "%+v", c)
+	}
+}
+
+func TestFailedInstallLeavesNoTemporaryFile(t *testing.T) {
+	src, dir := filepath.Join(t.TempDir(), "p"), t.TempDir()
+	write(t, src, "ours")
+	// A directory where the binary should go: the final rename fails.
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "p", "x"), 0o755))
+	_, err := Binary{Source: src, Version: "v1.0.0", Dir: dir, Name: "p"}.Install()
+	require.Error(t, err)
+	assert.Empty(t, tempFiles(t, dir))
+}
+
+func TestConfigWriteAndRemove(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "net.d", "00-multi-bridge.conf")
+	require.NoError(t, Config(path, []byte(`{"name":"mgmt"}`)))
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, `{"name":"mgmt"}`, string(got))
+	require.NoError(t, RemoveConfig(path))
+	require.NoError(t, RemoveConfig(path), "removing twice is fine")
+	assert.NoFileExists(t, path)
+}
+
+// buildPlugin builds the real plugin with a version stamped in.
+func buildPlugin(t *testing.T, version string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "multi-bridge")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.Version="+version, "-o", out, "github.com/multi-bridge-cni/multi-bridge/cmd/multi-bridge")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	return out
+}
+
+// The plugin is replaced while another process executes it in a loop: every
+// exec succeeds and sees a whole binary of one version or the other, no
+// temporary file is left, and the real version check keeps a newer binary.
+func TestReplaceWhileExecuting(t *testing.T) {
+	v1, v2 := buildPlugin(t, "v0.1.0"), buildPlugin(t, "v0.2.0")
+	dir := t.TempDir()
+	target := filepath.Join(dir, "multi-bridge")
+	_, err := Binary{Source: v1, Version: "v0.1.0", Dir: dir, Name: "multi-bridge"}.Install()
+	require.NoError(t, err)
+
+	// The executing side is another process, as on a node (the container
+	// runtime): in-process, a child forked while the installer holds the
+	// temporary file open for writing would inherit that descriptor and make
+	// the exec fail with "text file busy", a Go test artefact (golang/go#22315).
+	work := t.TempDir()
+	loop := exec.Command("sh", "-c", `while [ ! -e "$W/stop" ]; do
+		if "$T" 2>"$W/err"; then head -n1 "$W/err" >>"$W/seen"; else echo "exit $?: $(cat "$W/err")" >>"$W/failures"; fi
+	done`)
+	loop.Env = append(os.Environ(), "W="+work, "T="+target)
+	require.NoError(t, loop.Start())
+	t.Cleanup(func() { _ = loop.Process.Kill(); _ = loop.Wait() })
+	for i := 0; i < 40; i++ {
+		src, version := v2, "v0.2.0"
+		if i%2 == 1 {
+			src, version = v1, "v0.1.0"
+		}
+		out, err := Binary{Source: src, Version: version, Dir: dir, Name: "multi-bridge", Force: true}.Install()
+		require.NoError(t, err)
+		require.Equal(t, Installed, out)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(work, "stop"), nil, 0o644))
+	require.NoError(t, loop.Wait())
+
+	failures, _ := os.ReadFile(filepath.Join(work, "failures"))
+	assert.Empty(t, string(failures))
+	seen, err := os.ReadFile(filepath.Join(work, "seen"))
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(seen)), "\n")
+	assert.Greater(t, len(lines), 20, "the plugin ran throughout the installs")
+	for _, l := range lines {
+		assert.Contains(t, []string{"multi-bridge CNI plugin v0.1.0", "multi-bridge CNI plugin v0.2.0"}, l)
+	}
+	assert.Empty(t, tempFiles(t, dir))
+
+	// Last install was v0.1.0 (forced); v0.2.0 on top, then v0.1.0 without
+	// force: the real version check keeps v0.2.0.
+	out, err := Binary{Source: v2, Version: "v0.2.0", Dir: dir, Name: "multi-bridge"}.Install()
+	require.NoError(t, err)
+	assert.Equal(t, Installed, out)
+	out, err = Binary{Source: v1, Version: "v0.1.0", Dir: dir, Name: "multi-bridge"}.Install()
+	require.NoError(t, err)
+	assert.Equal(t, KeptNewer, out)
+	out, err = Binary{Source: v2, Version: "v0.2.0", Dir: dir, Name: "multi-bridge"}.Install()
+	require.NoError(t, err)
+	assert.Equal(t, AlreadyCurrent, out, "a second install of the same version is a no-op")
+}
