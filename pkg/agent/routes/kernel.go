@@ -105,8 +105,9 @@ func (r *Reconciler) Kernel() ([]Kernel, error) {
 }
 
 // Apply carries out a plan. It goes on past a failing route, so one bad
-// route never keeps the others away, and returns all errors joined.
-func (r *Reconciler) Apply(p Plan) error {
+// route never keeps the others away, and returns how many desired routes it
+// could not install and all errors joined.
+func (r *Reconciler) Apply(p Plan) (failed int, err error) {
 	var errs []error
 	for _, d := range p.Delete {
 		rt := &netlink.Route{Dst: ipNet(d.Dst), Table: unix.RT_TABLE_MAIN, Protocol: netlink.RouteProtocol(d.Protocol), Priority: d.Priority}
@@ -120,10 +121,11 @@ func (r *Reconciler) Apply(p Plan) error {
 			Table: unix.RT_TABLE_MAIN, Protocol: Protocol, Scope: netlink.SCOPE_UNIVERSE, Type: unix.RTN_UNICAST,
 		}
 		if err := r.h.RouteReplace(rt); err != nil {
+			failed++
 			errs = append(errs, fmt.Errorf("adding route %s: %w", d, err))
 		}
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
 // Watch calls notify whenever a route of the main table or an address of
