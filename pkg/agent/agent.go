@@ -229,7 +229,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.readConfDir()
 
-	go a.kernel.Watch(ctx, a.trigger, func(err error) { a.log.Warn("netlink subscription", "error", err) })
+	go a.kernel.Watch(ctx, a.trigger, func(err error) {
+		if ctx.Err() == nil {
+			a.log.Warn("netlink subscription", "error", err)
+		}
+	})
 	a.log.Info("agent started", "runtimeDir", a.opts.RuntimeDir, "netns", a.opts.NetNS, "cniConfDir", a.opts.CNIConfDir,
 		"routeProtocol", routes.Protocol)
 
@@ -617,9 +621,13 @@ func (a *Agent) releaseOrphans(ctx context.Context, nodes []*corev1.Node, leases
 		if err == nil || !apierrors.IsNotFound(err) {
 			continue // the Node exists (our cache lags) or we cannot tell
 		}
-		if err := a.leases.Delete(ctx, l); err != nil {
+		deleted, err := a.leases.Release(ctx, l)
+		if err != nil {
 			a.log.Warn("could not release lease of deleted node", "lease", l.Name, "error", err)
 			continue
+		}
+		if !deleted {
+			continue // released already; our cache has not seen it yet
 		}
 		a.stats.update(func(s *Stats) { s.LeasesReleased++ })
 		a.log.Info("released lease of deleted node", "lease", l.Name, "deletedNode", l.Node, "subnet", l.Subnet, "network", l.Network)

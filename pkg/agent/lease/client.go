@@ -61,15 +61,24 @@ func (c *Client) Create(ctx context.Context, l Lease, nodeUID types.UID) (Lease,
 // UID and resourceVersion). An already deleted lease is not an error;
 // ErrChanged means it changed since.
 func (c *Client) Delete(ctx context.Context, l Lease) error {
+	_, err := c.Release(ctx, l)
+	return err
+}
+
+// Release is Delete that also tells whether this call deleted the object
+// (false: it was already gone).
+func (c *Client) Release(ctx context.Context, l Lease) (bool, error) {
 	pre := metav1.Preconditions{UID: &l.UID, ResourceVersion: &l.ResourceVersion}
 	err := c.res.Delete(ctx, l.Name, metav1.DeleteOptions{Preconditions: &pre})
 	switch {
-	case err == nil, apierrors.IsNotFound(err):
-		return nil
+	case err == nil:
+		return true, nil
+	case apierrors.IsNotFound(err):
+		return false, nil
 	case apierrors.IsConflict(err):
-		return fmt.Errorf("releasing %s: %w", l, ErrChanged)
+		return false, fmt.Errorf("releasing %s: %w", l, ErrChanged)
 	default:
-		return fmt.Errorf("releasing %s: %w", l, err)
+		return false, fmt.Errorf("releasing %s: %w", l, err)
 	}
 }
 
