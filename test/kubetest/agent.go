@@ -44,8 +44,8 @@ type AgentOptions struct {
 
 // Agent is a running multi-bridge-agent process.
 type Agent struct {
-	Opts AgentOptions
-	cmd  *exec.Cmd
+	Opts   AgentOptions
+	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
 	killed bool
