@@ -421,3 +421,31 @@ func TestNodeOnAnotherSegment(t *testing.T) {
 }
 
 func typesUID(s string) types.UID { return types.UID(s) }
+
+// TestNodeRecreatedAdoptsItsLease: a Node deleted and registered again under
+// its name (a reinstalled kubelet) has a new UID; the node's agent keeps its
+// lease and points the owner reference at the new Node, so a garbage
+// collector does not take it away.
+func TestNodeRecreatedAdoptsItsLease(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	c.start(a)
+	eventually(t, converge, "lease", func() (bool, string) { return slicesFile(t, a, "net1") != "", "no file" })
+	ls, err := s.server.Leases(ctxT(t), "net1")
+	require.NoError(t, err)
+	before := leaseOf(t, ls, "node-a")
+
+	require.NoError(t, s.server.DeleteNode(ctxT(t), "node-a"))
+	n, err := s.server.CreateNode(ctxT(t), "node-a", "192.0.2.11", "")
+	require.NoError(t, err)
+	require.NotEqual(t, before.OwnerUID, n.UID)
+	eventually(t, converge, "lease adopted by the new Node", func() (bool, string) {
+		ls, err := s.server.Leases(ctxT(t), "net1")
+		require.NoError(t, err)
+		l := leaseOf(t, ls, "node-a")
+		return l.UID == before.UID && l.OwnerUID == n.UID, fmt.Sprintf("lease %s uid %s owner %s", l.Name, l.UID, l.OwnerUID)
+	})
+	assert.Equal(t, before.Subnet.String(), slicesFile(t, a, "net1"))
+}
