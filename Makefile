@@ -1,6 +1,9 @@
 # multi-bridge: `sudo make demo` runs the seed demo in network namespaces,
 # `sudo make test` runs every test. Both install what they need first.
 
+# sudo resets PATH (secure_path), which on most machines drops Go's own
+# directory: look there too, so `sudo make demo` works as the README says.
+export PATH     := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO              ?= go
 BIN             := $(CURDIR)/bin
 CNI_BIN         := $(BIN)/cni
@@ -53,13 +56,25 @@ fmt:
 test-unit:
 	$(GO) test ./pkg/... ./cmd/...
 
-test-integration: deps ipam-plugins
-	$(GO) test -count=1 ./test/...
+# The integration suite runs once per spec version; version-independent
+# (heavy) tests run in the 1.1.0 pass only.
+OLDER_CNI_VERSIONS := 1.0.0 0.4.0 0.3.1
 
-# Unit + integration + end-to-end (the e2e part needs the kube-apiserver
-# harness; see the node agent block below). CI runs this.
-test: deps ipam-plugins vet
+test-integration: deps ipam-plugins cnitool
+	$(GO) test -count=1 ./test/...
+	@for v in $(OLDER_CNI_VERSIONS); do \
+		echo "integration suite, cniVersion $$v"; \
+		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
+	done
+
+# Unit + integration + end-to-end: the e2e suite needs the kube-apiserver
+# harness (see the node agent block below). CI runs this.
+test: deps ipam-plugins cnitool vet
 	$(GO) test -count=1 ./...
+	@for v in $(OLDER_CNI_VERSIONS); do \
+		echo "integration suite, cniVersion $$v"; \
+		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
+	done
 	$(MAKE) test-e2e
 
 clean:

@@ -80,6 +80,22 @@ func lookup(name string) (*netlink.Bridge, error) {
 	return br, nil
 }
 
+// Usable reports why name cannot be the network's bridge: an interface of
+// that name exists on the node and is not a bridge. Absent is usable.
+func Usable(name string) error {
+	l, err := netlinksafe.LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, ok := l.(*netlink.Bridge); !ok {
+		return fmt.Errorf("interface %q exists on the node and is a %s, not a bridge", name, l.Type())
+	}
+	return nil
+}
+
 // Lookup returns an existing bridge.
 func Lookup(name string) (*netlink.Bridge, error) { return lookup(name) }
 

@@ -79,6 +79,19 @@ func configurePort(br *netlink.Bridge, host netlink.Link, p Port) error {
 	return nil
 }
 
+// IsHostEndOf reports whether the node's veth named hostName is the peer of
+// the pod interface with index podIndex: together with the name derived from
+// the attachment, that makes the pod interface this attachment's even before
+// it was marked (an ADD killed between creating and marking it).
+func IsHostEndOf(hostName string, podIndex int) bool {
+	l, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return false
+	}
+	_, isVeth := l.(*netlink.Veth)
+	return isVeth && l.Attrs().ParentIndex == podIndex
+}
+
 // DetachByName deletes a host veth (and with it the pod end) if it exists.
 func DetachByName(hostName string) error {
 	l, err := netlinksafe.LinkByName(hostName)

@@ -228,6 +228,8 @@ func decodeError(err error) error {
 }
 
 func quoteField(f string) string {
+	// Fields of the embedded types.PluginConf come as "PluginConf.dns".
+	f = strings.TrimPrefix(f, "PluginConf.")
 	if f == "" {
 		return "field"
 	}
@@ -380,12 +382,11 @@ func validateUnsupported(n *Network, _ Args) error {
 			fmt.Sprintf(`"vlan": %d is not supported yet by multi-bridge`, n.Conf.Vlan),
 			"remove it: multi-bridge separates networks by giving each its own bridge")
 	}
-	for _, key := range []string{"vlanTrunk", "preserveDefaultVlan"} {
-		if v, ok := n.RawConf[key]; ok && string(v) != "null" && string(v) != "false" {
-			return types.NewError(types.ErrUnsupportedField,
-				fmt.Sprintf("%q is not supported yet by multi-bridge", key),
-				"remove it: multi-bridge separates networks by giving each its own bridge")
-		}
+	// preserveDefaultVlan only matters with "vlan", so any value is fine.
+	if v, ok := n.RawConf["vlanTrunk"]; ok && string(v) != "null" && string(v) != "[]" {
+		return types.NewError(types.ErrUnsupportedField,
+			`"vlanTrunk" is not supported yet by multi-bridge`,
+			"remove it: multi-bridge separates networks by giving each its own bridge")
 	}
 	if n.Conf.MacSpoofChk {
 		return types.NewError(types.ErrUnsupportedField,

@@ -53,6 +53,7 @@ func TestRefusedValues(t *testing.T) {
 		{"mtu too small", `"mtu":60`, types.ErrInvalidNetworkConfig, `invalid "mtu" 60: out of range 68-65535`},
 		{"mtu wrong type", `"mtu":"1500"`, types.ErrDecodingFailure, `invalid "mtu": got a JSON string, want an integer`},
 		{"hairpin wrong type", `"hairpinMode":"yes"`, types.ErrDecodingFailure, `invalid "hairpinMode": got a JSON string, want a boolean`},
+		{"dns wrong type", `"dns":"10.0.0.1"`, types.ErrDecodingFailure, `invalid "dns": got a JSON string, want an object`},
 		{"vlan", `"vlan":10`, types.ErrUnsupportedField, `"vlan": 10 is not supported yet`},
 		{"vlanTrunk", `"vlanTrunk":[{"id":5}]`, types.ErrUnsupportedField, `"vlanTrunk" is not supported yet`},
 		{"macspoofchk", `"macspoofchk":true`, types.ErrUnsupportedField, `"macspoofchk": true is not supported yet`},
@@ -132,6 +133,15 @@ func TestSeedManagementConfig(t *testing.T) {
 	assert.Equal(t, RoutingMain, n.Routing.Mode)
 	assert.Equal(t, "cni0", n.Bridge)
 	assert.True(t, n.Conf.HairpinMode && n.Conf.IPMasq && n.Conf.IsDefaultGateway)
+}
+
+// The reference bridge plugin defaults preserveDefaultVlan to true; it only
+// matters with "vlan", so it is accepted either way.
+func TestPreserveDefaultVlanAccepted(t *testing.T) {
+	for _, v := range []string{"true", "false"} {
+		_, err := load(t, `"preserveDefaultVlan":`+v, "")
+		assert.NoError(t, err, v)
+	}
 }
 
 func TestUnknownFieldsIgnored(t *testing.T) {
@@ -249,4 +259,23 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestFamilies(t *testing.T) {
+	cases := []struct {
+		conf          string
+		v4, v6, known bool
+	}{
+		{`{"name":"a","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`, true, false, true},
+		{`{"name":"a","ipam":{"type":"host-local","ranges":[[{"subnet":"10.240.10.0/24"}],[{"subnet":"fd00::/64"}]]}}`, true, true, true},
+		{`{"name":"a","ipam":{"type":"static","addresses":[{"address":"fd00::5/64"}]}}`, false, true, true},
+		{`{"name":"a","nodeSubnets":{"pool":"10.240.0.0/16","size":24},"ipam":{"type":"host-local"}}`, true, false, true},
+		{`{"name":"a","ipam":{"type":"dhcp"}}`, false, false, false},
+	}
+	for _, c := range cases {
+		n, err := Load([]byte(c.conf), "")
+		require.NoError(t, err, c.conf)
+		v4, v6, known := n.Families()
+		assert.Equal(t, []bool{c.v4, c.v6, c.known}, []bool{v4, v6, known}, c.conf)
+	}
 }

@@ -190,18 +190,21 @@ func (b *iptBackend) Remove(_ context.Context, network string) error {
 	chain := iptChain(network)
 	var errs []error
 	for _, t := range []*iptables.IPTables{b.v4, b.v6} {
-		if err := t.DeleteIfExists(natTable, postrouting, "-m", "comment", "--comment", jumpComment+network, "-j", chain); err != nil {
-			errs = append(errs, err)
-		}
+		// iptables cannot even look for a jump to a chain that does not
+		// exist, so the chain decides whether there is anything to remove.
 		exists, err := t.ChainExists(natTable, chain)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if exists {
-			if err := t.ClearAndDeleteChain(natTable, chain); err != nil {
-				errs = append(errs, err)
-			}
+		if !exists {
+			continue
+		}
+		if err := t.DeleteIfExists(natTable, postrouting, "-m", "comment", "--comment", jumpComment+network, "-j", chain); err != nil {
+			errs = append(errs, err)
+		}
+		if err := t.ClearAndDeleteChain(natTable, chain); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -25,11 +27,22 @@ import (
 	"github.com/multi-bridge-cni/multi-bridge/pkg/store"
 )
 
-// Add implements CNI ADD.
+// Add implements CNI ADD: the result, in the configuration's spec version,
+// is the only thing written to stdout.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
-	c, err := p.begin("ADD", args)
+	res, err := p.AddResult(args)
 	if err != nil {
 		return err
+	}
+	return res.Print()
+}
+
+// AddResult runs ADD and returns its result converted to the configuration's
+// spec version.
+func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
+	c, err := p.begin("ADD", args)
+	if err != nil {
+		return nil, err
 	}
 	defer c.done()
 	ctx := context.Background()
@@ -37,14 +50,36 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	a, err := p.prepareAdd(ctx, c)
 	if err != nil {
 		c.log.Error("ADD refused", "error", err)
-		return err
+		return nil, err
 	}
 	defer a.close()
 	if err := runSteps(ctx, c.log, a.steps(), p.opts.AfterStep); err != nil {
-		return err
+		return nil, err
 	}
 	c.log.Info("ADD done", "addresses", a.addressList(), "table", a.choice.Table, "priority", a.choice.Priority, "repeat", a.prior != nil)
-	return types.PrintResult(a.result, c.net.Conf.CNIVersion)
+	return resultForVersion(a.result, c.net.Conf.CNIVersion)
+}
+
+// resultForVersion converts the result to the configuration's version.
+// Fields that 1.1.0 added (route table, MTU, scope...; interface MTU) live in
+// types shared with older versions and would be printed for them too, so
+// they are cleared for an older reader.
+func resultForVersion(res *current.Result, version string) (types.Result, error) {
+	if newer, err := cniversion.GreaterThanOrEqualTo(version, "1.1.0"); err != nil || newer {
+		return res.GetAsVersion(version)
+	}
+	out := *res
+	out.Interfaces = nil
+	for _, i := range res.Interfaces {
+		ic := *i
+		ic.Mtu, ic.SocketPath, ic.PciID = 0, "", ""
+		out.Interfaces = append(out.Interfaces, &ic)
+	}
+	out.Routes = nil
+	for _, r := range res.Routes {
+		out.Routes = append(out.Routes, &types.Route{Dst: r.Dst, GW: r.GW})
+	}
+	return out.GetAsVersion(version)
 }
 
 // addition is the state of one ADD as its steps fill it in; each step
@@ -60,6 +95,9 @@ type addition struct {
 	// toward the same state instead of failing on what already exists.
 	prior  *store.Record
 	choice rules.Choice
+	// replaced is the plan of the prior table and preference, when a
+	// repeated ADD changes them.
+	replaced *rules.Plan
 
 	br            *netlink.Bridge
 	host          netlink.Link
@@ -90,9 +128,26 @@ func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
 		return nil, fmt.Errorf("netlink in pod netns: %w", err)
 	}
 	a := &addition{p: p, c: c, podNS: podNS, pod: &pod, store: store.New(c.net.DataDir(), c.net.Conf.Name)}
+	if err := bridge.Usable(c.net.Bridge); err != nil {
+		a.close()
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"bridge\" %q: %v", c.net.Bridge, err),
+			"name another bridge in the network configuration")
+	}
 	if err := a.detectRepeat(ctx); err != nil {
 		a.close()
 		return nil, err
+	}
+	if err := a.checkDefaultRoute(); err != nil {
+		a.close()
+		return nil, err
+	}
+	if c.net.Layer3 && a.prior == nil {
+		// Without this node's slice there is nothing to allocate from: refuse
+		// before changing anything.
+		if a.slice, err = c.nodeSlice(netip.Prefix{}); err != nil {
+			a.close()
+			return nil, err
+		}
 	}
 	if c.net.Layer3 {
 		var ours []netip.Addr
@@ -114,8 +169,29 @@ func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
 			a.close()
 			return nil, err
 		}
+		if err := a.planReplacement(); err != nil {
+			a.close()
+			return nil, err
+		}
 	}
 	return a, nil
+}
+
+// planReplacement: a repeated ADD whose configuration now asks for another
+// table or preference converges to the new ones, so the routes and rules of
+// the old ones are planned for removal.
+func (a *addition) planReplacement() error {
+	p := a.prior
+	if p == nil || (p.Table == a.choice.Table && p.Priority == a.choice.Priority) {
+		return nil
+	}
+	res, err := recordResult(p)
+	if err != nil {
+		return err
+	}
+	old := rules.BuildPlan(attachmentOf(a.c.net, a.c.args.IfName, a.podLink.Attrs().Index, res, rules.Choice{Table: p.Table, Priority: p.Priority}))
+	a.replaced = &old
+	return nil
 }
 
 func (a *addition) close() {
@@ -133,24 +209,33 @@ func (a *addition) detectRepeat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if link != nil && !owned {
+		if !bridge.IsHostEndOf(bridge.HostVethName(args.ContainerID, args.IfName), link.Attrs().Index) {
+			return types.NewError(types.ErrInvalidEnvironmentVariables,
+				fmt.Sprintf("interface %q already exists in the pod and was not created by multi-bridge for network %q and container %s", args.IfName, a.c.net.Conf.Name, args.ContainerID),
+				"give this attachment another interface name (the \"interface\" of the network selection)")
+		}
+		// The peer of this attachment's host veth: made by an ADD of this
+		// attachment that was killed before it marked the interface.
+	}
 	switch {
-	case link != nil && !owned:
-		return types.NewError(types.ErrInvalidEnvironmentVariables,
-			fmt.Sprintf("interface %q already exists in the pod and was not created by multi-bridge for network %q and container %s", args.IfName, a.c.net.Conf.Name, args.ContainerID),
-			"give this attachment another interface name (the \"interface\" of the network selection)")
 	case link != nil && rec != nil:
-		a.prior, a.podLink = rec, link
-		return nil
-	case link != nil:
-		// Our marker without a record: an ADD interrupted between marking
-		// and recording. Start over.
-		return podif.Delete(a.pod, link)
-	case rec != nil:
-		// A record without its interface: an interrupted ADD, or an
-		// interface deleted behind our back. Release what it holds first,
-		// or the IPAM plugin refuses a second allocation for this attachment.
-		a.c.log.Info("releasing a stale attachment before ADD", "record", rec.ContainerID+"/"+rec.IfName)
-		ref := refOf(rec)
+		a.prior, a.podLink, a.slice = rec, link, rec.Subnet
+	case link != nil || rec != nil:
+		// An interrupted ADD (killed before it recorded the attachment), or
+		// an interface deleted behind our back: release what it may hold and
+		// start over. The IPAM plugin would refuse a second allocation for
+		// an attachment that still holds one.
+		a.c.log.Info("cleaning up an interrupted attachment before ADD", "interface", link != nil, "record", rec != nil)
+		ref := attachmentRef{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns}
+		if rec != nil {
+			ref = refOf(rec)
+		}
+		if link != nil {
+			if err := podif.Delete(a.pod, link); err != nil {
+				return err
+			}
+		}
 		return a.p.teardown(ctx, a.c, ref, a.pod, a.c.ipamArgs())
 	}
 	return nil
@@ -237,11 +322,6 @@ func (a *addition) allocate(ctx context.Context) error {
 		a.ipam = res
 		return err
 	}
-	slice, err := a.c.nodeSlice(netip.Prefix{})
-	if err != nil {
-		return err
-	}
-	a.slice = slice
 	conf, err := a.c.ipamConf(a.slice)
 	if err != nil {
 		return err
@@ -315,7 +395,7 @@ func completeIPAMResult(n *config.Network, res *current.Result) error {
 }
 
 func (a *addition) saveState(context.Context) error {
-	if a.prior != nil {
+	if a.prior != nil && a.replaced == nil {
 		return nil
 	}
 	res := a.ipam
@@ -337,8 +417,11 @@ func (a *addition) saveState(context.Context) error {
 }
 
 func (a *addition) forgetState(context.Context) error {
-	if !a.savedState {
+	switch {
+	case !a.savedState:
 		return nil
+	case a.prior != nil:
+		return a.store.Save(*a.prior)
 	}
 	return a.store.Delete(a.c.args.ContainerID, a.c.args.IfName)
 }
@@ -401,7 +484,74 @@ func (a *addition) attachment() rules.Attachment {
 
 func (a *addition) applyRoutes(context.Context) error {
 	a.plan = rules.BuildPlan(a.attachment())
-	return rules.ApplyRoutes(a.pod, a.plan)
+	if a.replaced != nil {
+		if err := rules.RemoveRoutes(a.pod, *a.replaced); err != nil {
+			return err
+		}
+	}
+	err := rules.ApplyRoutes(a.pod, a.plan)
+	var conflict *rules.MainRouteConflict
+	if errors.As(err, &conflict) {
+		return a.defaultRouteTaken(conflict.Error(), conflict.ExistingLink)
+	}
+	return err
+}
+
+// defaultRouteTaken is the refusal of a second isDefaultGateway in a pod,
+// naming the interface and network that hold main's default route.
+func (a *addition) defaultRouteTaken(what string, holder netlink.Link) error {
+	owner := "another interface"
+	if holder != nil {
+		owner = "interface " + holder.Attrs().Name
+		if network, ok := podif.NetworkOf(holder.Attrs().Alias); ok {
+			owner += " of network " + network
+		}
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig,
+		fmt.Sprintf("%s of %s; isDefaultGateway of network %q would replace it", what, owner, a.c.net.Conf.Name),
+		"set isDefaultGateway on one network of the pod only (Multus's default-route selection changes main after the fact)")
+}
+
+// checkDefaultRoute refuses isDefaultGateway before anything is changed when
+// the pod's main table already has a default route of a family this network
+// will use, on another interface. Families unknown before IPAM (dhcp...) are
+// caught when the route is added, and rolled back.
+func (a *addition) checkDefaultRoute() error {
+	n := a.c.net
+	if !n.Conf.IsDefaultGateway || !n.Layer3 || a.prior != nil {
+		return nil
+	}
+	v4, v6, known := n.Families()
+	if !known {
+		return nil
+	}
+	for _, fam := range []struct {
+		use    bool
+		family int
+	}{{v4, netlink.FAMILY_V4}, {v6, netlink.FAMILY_V6}} {
+		if !fam.use {
+			continue
+		}
+		routes, err := a.pod.RouteListFiltered(fam.family, &netlink.Route{Table: rules.MainTable}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if ones, _ := r.Dst.Mask.Size(); r.Dst != nil && ones != 0 {
+				continue
+			}
+			holder, _ := a.pod.LinkByIndex(r.LinkIndex)
+			if holder != nil && holder.Attrs().Name == a.c.args.IfName {
+				continue
+			}
+			desc := "another default route"
+			if holder != nil {
+				desc = fmt.Sprintf("the pod's main table already has default via %s dev %s table main", r.Gw, holder.Attrs().Name)
+			}
+			return a.defaultRouteTaken(desc, holder)
+		}
+	}
+	return nil
 }
 
 func (a *addition) removeRoutes(context.Context) error {
@@ -412,6 +562,11 @@ func (a *addition) removeRoutes(context.Context) error {
 }
 
 func (a *addition) applyRules(context.Context) error {
+	if a.replaced != nil {
+		if err := rules.RemoveRules(a.pod, *a.replaced); err != nil {
+			return err
+		}
+	}
 	return rules.ApplyRules(a.pod, a.plan)
 }
 

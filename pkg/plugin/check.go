@@ -80,7 +80,7 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 	}
 	plan := rules.BuildPlan(attachmentOf(n, args.IfName, link.Attrs().Index, prev, choice))
 	if err := rules.Verify(pod, plan); err != nil {
-		return types.NewError(types.ErrInternal, err.Error(), "DEL and ADD the attachment again to restore it")
+		return types.NewError(types.ErrInternal, err.Error(), "an ADD with the same arguments restores it (ADD converges)")
 	}
 	if n.Conf.IPMasq {
 		backend, err := p.opts.Masquerade(n.MasqMode)
@@ -88,7 +88,7 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 			return err
 		}
 		if err := backend.Verify(ctx, n.Conf.Name, masq.Plan(subnetsOf(prev), n.Pool)); err != nil {
-			return types.NewError(types.ErrInternal, err.Error(), "a new ADD on this network restores it")
+			return types.NewError(types.ErrInternal, err.Error(), "an ADD on this network restores it")
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -113,6 +114,11 @@ func (p *Plugin) gcMasquerade(ctx context.Context, c *call) []error {
 	}
 	var errs []error
 	for _, network := range networks {
+		// A network this data directory has never held attachments of
+		// keeps its state elsewhere: whether it is idle is not ours to say.
+		if _, err := os.Stat(store.New(n.DataDir(), network).Dir()); network != n.Conf.Name && err != nil {
+			continue
+		}
 		if err := removeIdleMasquerade(ctx, backend, n.DataDir(), n.RuntimeDir(), network); err != nil {
 			errs = append(errs, err)
 		}

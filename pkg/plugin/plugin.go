@@ -46,9 +46,9 @@ func (ExecIPAM) Run(ctx context.Context, command, plugin string, conf []byte, ar
 	a := *args
 	a.Command = command
 	if command == "ADD" {
-		return invoke.ExecPluginWithResult(ctx, path, conf, &a, nil)
+		return invoke.ExecPluginWithResult(ctx, path, conf, &a, &pdeathExec{})
 	}
-	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, &a, nil)
+	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, &a, &pdeathExec{})
 }
 
 // Options are the plugin's dependencies and test seams. The zero value is

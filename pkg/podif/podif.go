@@ -25,6 +25,19 @@ func Marker(network, containerID string) string {
 	return "multi-bridge:" + network + ":" + containerID
 }
 
+// NetworkOf reads the network name back from a marker.
+func NetworkOf(alias string) (string, bool) {
+	rest, ok := strings.CutPrefix(alias, "multi-bridge:")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(rest, ":")
+	if i < 0 {
+		return "", false
+	}
+	return rest[:i], true
+}
+
 // Owned returns the pod interface named ifName and whether it carries the
 // marker of this attachment. A missing interface is (nil, false, nil).
 func Owned(h *netlinksafe.Handle, ifName, marker string) (netlink.Link, bool, error) {
@@ -64,14 +77,20 @@ func Configure(h *netlinksafe.Handle, sysctl func(key, value string) error, link
 			_ = sysctl(fmt.Sprintf("net/ipv6/conf/%s/%s", name, key), "0")
 		}
 	}
+	// Up first: an IPv6 address added to a down interface stays tentative
+	// until DAD runs after link-up, asynchronously, and a route with that
+	// address as its source is refused (EINVAL) until then.
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bringing %s up: %w", name, err)
+	}
 	for _, a := range s.Addresses {
 		addr := &netlink.Addr{IPNet: ipNet(a)}
+		if a.Addr().Is6() && !s.EnableDAD {
+			addr.Flags = unix.IFA_F_NODAD
+		}
 		if err := h.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("adding %s to %s: %w", a, name, err)
 		}
-	}
-	if err := h.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bringing %s up: %w", name, err)
 	}
 	if hasV6 && s.EnableDAD {
 		return settle(h, link, 10*time.Second)

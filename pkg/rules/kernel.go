@@ -23,7 +23,28 @@ type Netlink interface {
 	RuleAdd(*netlink.Rule) error
 	RuleDel(*netlink.Rule) error
 	RuleList(family int) ([]netlink.Rule, error)
+	LinkByIndex(index int) (netlink.Link, error)
 }
+
+// describe renders a route for a message, naming its interface.
+func describe(h Netlink, r netlink.Route) string {
+	dev := fmt.Sprintf("#%d", r.LinkIndex)
+	if l, err := h.LinkByIndex(r.LinkIndex); err == nil {
+		dev = l.Attrs().Name
+	}
+	return formatRoute(r, dev)
+}
+
+// MainRouteConflict is a route the main table already holds for another
+// interface, which an attachment would have to replace.
+type MainRouteConflict struct {
+	Want, Existing netlink.Route
+	// ExistingLink is the interface of the existing route.
+	ExistingLink netlink.Link
+	description  string
+}
+
+func (e *MainRouteConflict) Error() string { return e.description }
 
 var _ Netlink = &netlinksafe.Handle{}
 
@@ -43,7 +64,7 @@ func ApplyRoutes(h Netlink, p Plan) error {
 		// The attachment's table is its own (Choose refused sharing it), so
 		// replacing converges whatever an earlier attempt left there.
 		if err := h.RouteReplace(&r); err != nil {
-			return fmt.Errorf("adding route %s: %w", FormatRoute(r), err)
+			return fmt.Errorf("adding route %s: %w", describe(h, r), err)
 		}
 	}
 	return nil
@@ -68,25 +89,27 @@ func addMainRoute(h Netlink, r *netlink.Route) error {
 	err := h.RouteAdd(r)
 	if err == nil || !errors.Is(err, unix.EEXIST) {
 		if err != nil {
-			return fmt.Errorf("adding route %s: %w", FormatRoute(*r), err)
+			return fmt.Errorf("adding route %s: %w", describe(h, *r), err)
 		}
 		return nil
 	}
 	existing, lerr := h.RouteListFiltered(r.Family, &netlink.Route{Table: MainTable, Dst: r.Dst},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
 	if lerr != nil {
-		return fmt.Errorf("adding route %s: %w (and listing main: %v)", FormatRoute(*r), err, lerr)
+		return fmt.Errorf("adding route %s: %w (and listing main: %v)", describe(h, *r), err, lerr)
 	}
 	for _, e := range existing {
 		if sameRoute(e, *r) {
 			return nil
 		}
 	}
-	other := "another route"
+	c := &MainRouteConflict{Want: *r, description: "the pod's main table already has another route to " + r.Dst.String()}
 	if len(existing) > 0 {
-		other = FormatRoute(existing[0])
+		c.Existing = existing[0]
+		c.ExistingLink, _ = h.LinkByIndex(existing[0].LinkIndex)
+		c.description = "the pod's main table already has " + describe(h, existing[0])
 	}
-	return fmt.Errorf("the pod's main table already has %s; only one network of a pod may set isDefaultGateway or add this route to main", other)
+	return c
 }
 
 // Verify reports every route and rule of the plan that the pod lacks.
@@ -99,7 +122,7 @@ func Verify(h Netlink, p Plan) error {
 			return fmt.Errorf("listing routes of table %d: %w", want.Table, err)
 		}
 		if !containsRoute(have, want) {
-			missing = append(missing, "route "+FormatRoute(want))
+			missing = append(missing, "route "+describe(h, want))
 		}
 	}
 	for _, want := range p.Rules {
@@ -137,7 +160,7 @@ func RemoveRoutes(h Netlink, p Plan) error {
 	for i := range p.Routes {
 		r := p.Routes[i]
 		if err := h.RouteDel(&r); err != nil && !isGone(err) {
-			errs = append(errs, fmt.Errorf("deleting route %s: %w", FormatRoute(r), err))
+			errs = append(errs, fmt.Errorf("deleting route %s: %w", describe(h, r), err))
 		}
 	}
 	return errors.Join(errs...)

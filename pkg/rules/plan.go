@@ -189,8 +189,13 @@ func FormatRule(r netlink.Rule) string {
 	return fmt.Sprintf("%d: from %s lookup %s", r.Priority, from, tableName(r.Table))
 }
 
-// FormatRoute renders a route close to `ip route show table N`.
+// FormatRoute renders a route close to `ip route show table N`, with its
+// interface as "#<index>".
 func FormatRoute(r netlink.Route) string {
+	return formatRoute(r, fmt.Sprintf("#%d", r.LinkIndex))
+}
+
+func formatRoute(r netlink.Route, dev string) string {
 	dst := "default"
 	if r.Dst != nil {
 		if ones, _ := r.Dst.Mask.Size(); ones != 0 {
@@ -201,7 +206,7 @@ func FormatRoute(r netlink.Route) string {
 	if r.Gw != nil {
 		s += " via " + r.Gw.String()
 	}
-	s += fmt.Sprintf(" dev #%d", r.LinkIndex)
+	s += " dev " + dev
 	if r.Src != nil {
 		s += " src " + r.Src.String()
 	}

@@ -44,9 +44,10 @@ func New(dataDir, network string) Store {
 func (s Store) Dir() string { return s.dir }
 
 func (s Store) path(containerID, ifName string) string {
-	// skel has validated both: container IDs are [a-zA-Z0-9][a-zA-Z0-9_.-]*
-	// and interface names contain no '/'.
-	return filepath.Join(s.dir, containerID+"_"+ifName+".json")
+	// ':' separates them because neither can contain it (skel validates
+	// container IDs as [a-zA-Z0-9][a-zA-Z0-9_.-]* and interface names
+	// without '/', ':' or spaces), so no two attachments share a file.
+	return filepath.Join(s.dir, containerID+":"+ifName+".json")
 }
 
 // Save writes a record atomically: a reader sees the old record or the new
@@ -78,13 +79,18 @@ func (s Store) Load(containerID, ifName string) (*Record, error) {
 	return &r, nil
 }
 
-// Delete removes a record; a missing one is not an error.
+// Delete removes a record, and the temporary file of a write the plugin was
+// killed in; a missing one is not an error.
 func (s Store) Delete(containerID, ifName string) error {
-	err := os.Remove(s.path(containerID, ifName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	path := s.path(containerID, ifName)
+	partial, _ := filepath.Glob(filepath.Join(s.dir, "."+filepath.Base(path)+".tmp-*"))
+	var errs []error
+	for _, p := range append(partial, path) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // List returns every record of the network. Unreadable files are skipped

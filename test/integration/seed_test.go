@@ -137,6 +137,14 @@ func TestRepliesLeaveThroughTheWrongInterfaceWithoutPolicyRouting(t *testing.T) 
 	out, err = nettest.Ping(s.Outside, "10.240.10.2")
 	assert.Error(t, err, "net1 must not answer without its table and rule: %s", out)
 	assert.Contains(t, out, "100% packet loss")
+
+	// Control: the same reply passes once the node stops filtering reverse
+	// paths, so the loss above is the wrong-interface reply being dropped.
+	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.cni0.rp_filter", "net.ipv4.conf.cni1.rp_filter"} {
+		nettest.Sysctl(t, s.Node, k, "0")
+	}
+	out, err = nettest.Ping(s.Outside, "10.240.10.2")
+	assert.NoError(t, err, "with rp_filter off the reply through eth0 arrives: %s", out)
 }
 
 func assertPodEmpty(t *testing.T, s *nettest.Seed) {

@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -176,12 +178,33 @@ func NewDirs(t testing.TB) Dirs {
 	return d
 }
 
+// VersionEnv selects the spec version the integration suite runs with;
+// `make test` runs the suite once per supported version.
+const VersionEnv = "MULTI_BRIDGE_TEST_CNI_VERSION"
+
+// CNIVersion is the spec version of this run (default 1.1.0).
+func CNIVersion() string {
+	if v := os.Getenv(VersionEnv); v != "" {
+		return v
+	}
+	return "1.1.0"
+}
+
+// Heavy marks a test that runs once, in the default (1.1.0) pass of the
+// suite: what it exercises does not depend on the spec version.
+func Heavy(t testing.TB) {
+	t.Helper()
+	if CNIVersion() != "1.1.0" {
+		t.Skipf("runs in the cniVersion 1.1.0 pass only (this pass: %s)", CNIVersion())
+	}
+}
+
 // Conf builds a plugin configuration: fields over the defaults (type
-// multi-bridge, cniVersion 1.1.0) with dataDir, runtimeDir and ipam.dataDir
+// multi-bridge, cniVersion of this run) with dataDir, runtimeDir and ipam.dataDir
 // pointed at d. fields["ipam"] may be a map; its dataDir is filled in.
 func Conf(t testing.TB, d Dirs, fields map[string]any) *libcni.PluginConfig {
 	t.Helper()
-	conf := map[string]any{"cniVersion": "1.1.0", "type": "multi-bridge", "dataDir": d.Data, "runtimeDir": d.Runtime}
+	conf := map[string]any{"cniVersion": CNIVersion(), "type": "multi-bridge", "dataDir": d.Data, "runtimeDir": d.Runtime}
 	for k, v := range fields {
 		conf[k] = v
 	}
@@ -222,3 +245,41 @@ func HostLocal(subnet string, extra map[string]any) map[string]any {
 
 // DefaultRoute is the IPAM "routes" entry that makes a table's default route.
 var DefaultRoute = []map[string]any{{"dst": "0.0.0.0/0"}}
+
+// DelWithoutPrevResult runs DEL the way Multus does after a failed ADD: the
+// configuration as is, no prevResult, straight to the plugin binary.
+func (r *Runtime) DelWithoutPrevResult(conf *libcni.PluginConfig, rt *libcni.RuntimeConf) error {
+	return r.in(func() error {
+		path, err := invoke.FindInPath(conf.Network.Type, r.CNI.Path)
+		if err != nil {
+			return err
+		}
+		return invoke.ExecPluginWithoutResult(context.Background(), path, conf.Bytes, &invoke.Args{
+			Command: "DEL", ContainerID: rt.ContainerID, NetNS: rt.NetNS, IfName: rt.IfName,
+			PluginArgs: rt.Args, Path: strings.Join(r.CNI.Path, ":"),
+		}, nil)
+	})
+}
+
+// CheckList runs CHECK for a conflist.
+func (r *Runtime) CheckList(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	return r.in(func() error { return r.CNI.CheckNetworkList(context.Background(), list, rt) })
+}
+
+// PluginGC runs the plugin's own GC with the given valid attachments,
+// without libcni's first pass (which DELs the stale attachments it has in its
+// cache): what the plugin collects by itself is what the test sees.
+func (r *Runtime) PluginGC(conf *libcni.PluginConfig, valid []types.GCAttachment) error {
+	injected, err := libcni.InjectConf(conf, map[string]any{"cni.dev/valid-attachments": valid})
+	if err != nil {
+		return err
+	}
+	return r.in(func() error {
+		path, err := invoke.FindInPath(conf.Network.Type, r.CNI.Path)
+		if err != nil {
+			return err
+		}
+		return invoke.ExecPluginWithoutResult(context.Background(), path, injected.Bytes,
+			&invoke.Args{Command: "GC", Path: strings.Join(r.CNI.Path, ":")}, nil)
+	})
+}

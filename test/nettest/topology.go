@@ -60,5 +60,6 @@ func ExampleConf(t testing.TB, d Dirs, file string) *libcni.PluginConfig {
 	if err := json.Unmarshal(raw, &conf); err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
+	conf["cniVersion"] = CNIVersion()
 	return Conf(t, d, conf)
 }
