@@ -22,6 +22,7 @@ all: build
 build:
 	@mkdir -p $(CNI_BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(CNI_BIN)/multi-bridge ./cmd/multi-bridge
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/multi-bridge-agent ./cmd/multi-bridge-agent
 
 deps:
 	@hack/install-deps.sh
@@ -66,12 +67,42 @@ test-integration: deps ipam-plugins cnitool
 		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
 	done
 
+# Unit + integration + end-to-end: the e2e suite needs the kube-apiserver
+# harness (see the node agent block below). CI runs this.
 test: deps ipam-plugins cnitool vet
 	$(GO) test -count=1 ./...
 	@for v in $(OLDER_CNI_VERSIONS); do \
 		echo "integration suite, cniVersion $$v"; \
 		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
 	done
+	$(MAKE) test-e2e
 
 clean:
 	rm -rf $(BIN)
+
+# ---------------------------------------------------------------------------
+# Node agent (many nodes): end-to-end tests, cluster demo and benchmark
+# against a real kube-apiserver + etcd (hack/apiserver.sh). The first
+# `hack/apiserver.sh build` compiles kube-apiserver (several minutes); later
+# runs reuse bin/kube-apiserver.
+# ---------------------------------------------------------------------------
+.PHONY: deps-e2e kube-apiserver test-e2e demo-cluster bench-agent
+
+deps-e2e:
+	@hack/install-deps.sh e2e
+
+kube-apiserver: deps-e2e
+	hack/apiserver.sh build
+
+test-e2e: deps-e2e kube-apiserver build ipam-plugins
+	MULTI_BRIDGE_E2E=1 $(GO) test -count=1 -timeout 20m ./test/e2e/...
+
+# The seed's cluster demo with the agent: three nodes, a pod on each,
+# routes, rules and pings printed; everything removed afterwards.
+demo-cluster: deps-e2e kube-apiserver build ipam-plugins
+	bash -o pipefail -c "MULTI_BRIDGE_E2E=1 MULTI_BRIDGE_DEMO=1 $(GO) test -count=1 -timeout 10m -run '^TestCluster$$' -v ./test/e2e/ | grep -v -e '^=== RUN' -e '^--- PASS' -e '^PASS$$' -e '^ok '"
+
+# Route convergence for 1,000 Nodes x 3 networks (not a timed test: prints
+# numbers). NODES=... overrides the node count.
+bench-agent: deps-e2e kube-apiserver build
+	MULTI_BRIDGE_E2E=1 MULTI_BRIDGE_BENCH_NODES=$${NODES:-1000} $(GO) test -count=1 -timeout 30m -run '^$$' -bench BenchmarkRouteConvergence -benchtime 1x -v ./test/e2e/

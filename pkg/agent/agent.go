@@ -1,0 +1,690 @@
+// Package agent is multi-bridge's node agent. On every node it
+//
+//   - finds the networks whose configuration slices a pool per node
+//     ("nodeSubnets"), in NetworkAttachmentDefinitions and in the node's CNI
+//     conf dir;
+//   - leases this node one slice of each (pkg/agent/lease), or takes the
+//     Node's podCIDR for "fromNodePodCIDR" networks, and writes it to the
+//     node-local file the plugin reads at ADD (pkg/nodesubnet);
+//   - keeps "<slice> via <InternalIP>" routes to every other node's slices
+//     (pkg/agent/routes), re-converging on API changes, on route changes in
+//     the kernel and periodically;
+//   - releases the leases of deleted Nodes (a real cluster's garbage
+//     collector does it too, through the owner reference).
+//
+// All work happens in one reconcile loop, triggered by informer events,
+// netlink notifications and a resync timer, so nothing in it needs locks
+// beyond the counters it publishes.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/lease"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/routes"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
+)
+
+// Component is the agent's name in Events and its user agent.
+const Component = "multi-bridge-agent"
+
+// NADResource is the NetworkAttachmentDefinition resource (Multus).
+func NADResource() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1", Resource: "network-attachment-definitions"}
+}
+
+// Event reasons besides the routes.ProblemKind ones.
+const (
+	ReasonSubnetLeased   = "SubnetLeased"
+	ReasonSubnetReleased = "SubnetReleased"
+	ReasonPoolExhausted  = "PoolExhausted"
+	ReasonNoPodCIDR      = "NoPodCIDR"
+	ReasonRouteConflict  = "RouteConflict"
+	ReasonBadNetwork     = "InvalidNetworkConfig"
+)
+
+// Options configure an agent.
+type Options struct {
+	// NodeName is the name of this node's Node object.
+	NodeName string
+	// Config reaches the API server.
+	Config *rest.Config
+	// RuntimeDir holds the node-local files (nodesubnet.Dir(RuntimeDir));
+	// default config.DefaultRuntimeDir.
+	RuntimeDir string
+	// CNIConfDir, when set, is read for networks too (the cluster-default
+	// network is a file there, not a NAD).
+	CNIConfDir string
+	// NetNS, when set, is the network namespace whose routes the agent
+	// manages; default its own.
+	NetNS string
+	// Resync is the period of full reconciles and CNI conf dir reads;
+	// default 30s.
+	Resync time.Duration
+	// OrphanGrace is how long a lease of a deleted Node may stay before any
+	// agent, not only the one responsible, releases it; default 2m.
+	OrphanGrace time.Duration
+	// Log receives the agent's logs; default slog.Default().
+	Log *slog.Logger
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	opts   Options
+	log    *slog.Logger
+	kube   kubernetes.Interface
+	dyn    dynamic.Interface
+	leases *lease.Client
+	kernel *routes.Reconciler
+
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+
+	nodeInformer  cache.SharedIndexInformer
+	nodes         corelisters.NodeLister
+	leaseInformer cache.SharedIndexInformer
+	nadInformer   cache.SharedIndexInformer // nil until the NAD CRD exists
+
+	dirty chan struct{}
+	stats stats
+
+	mu   sync.Mutex
+	held map[string]lease.Lease // network -> this node's lease
+
+	// Owned by the reconcile loop.
+	fileNets   []Network
+	fileErrs   []error
+	reported   map[string]string // problem key -> message, to emit Events on change only
+	orphanSeen map[types.UID]time.Time
+}
+
+// New connects an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	if opts.NodeName == "" {
+		return nil, errors.New("the node name is empty: pass --node-name (in a DaemonSet: the downward API's spec.nodeName)")
+	}
+	if opts.Config == nil {
+		return nil, errors.New("no API server configuration")
+	}
+	if opts.RuntimeDir == "" {
+		opts.RuntimeDir = config.DefaultRuntimeDir
+	}
+	if opts.Resync <= 0 {
+		opts.Resync = 30 * time.Second
+	}
+	if opts.OrphanGrace <= 0 {
+		opts.OrphanGrace = 2 * time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	cfg := rest.CopyConfig(opts.Config)
+	cfg.UserAgent = Component + "/" + opts.NodeName
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kernel, err := routes.NewReconciler(opts.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		opts: opts, log: opts.Log.With("node", opts.NodeName), kube: kube, dyn: dyn,
+		leases: lease.NewClient(dyn), kernel: kernel,
+		dirty: make(chan struct{}, 1), held: map[string]lease.Lease{},
+		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{},
+	}
+	a.stats.s.Problems = map[string]int{}
+	return a, nil
+}
+
+// Stats returns a snapshot of the agent's counters.
+func (a *Agent) Stats() Stats { return a.stats.snapshot() }
+
+// trigger asks for a reconcile; requests while one is pending merge.
+func (a *Agent) trigger() {
+	select {
+	case a.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the agent until ctx ends. Routes and leases stay in place when
+// it returns: a restarted agent takes them over without a gap in traffic.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.kernel.Close()
+	if err := a.checkLeaseCRD(); err != nil {
+		return err
+	}
+	a.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
+	a.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.kube.CoreV1().Events("")})
+	defer a.broadcaster.Shutdown()
+	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: Component, Host: a.opts.NodeName})
+
+	factory := informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithTransform(slimNode))
+	a.nodeInformer = factory.Core().V1().Nodes().Informer()
+	a.nodes = factory.Core().V1().Nodes().Lister()
+	if _, err := a.nodeInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.trigger() },
+		DeleteFunc: func(any) { a.trigger() },
+		UpdateFunc: func(old, cur any) {
+			if nodeChanged(old, cur) {
+				a.trigger()
+			}
+		},
+	}); err != nil {
+		return err
+	}
+	a.leaseInformer = dynamicinformer.NewFilteredDynamicInformer(a.dyn, lease.GVR(), "", 0, cache.Indexers{}, nil).Informer()
+	if err := a.leaseInformer.SetTransform(lease.StripManagedFields); err != nil {
+		return err
+	}
+	if _, err := a.leaseInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.trigger() },
+		UpdateFunc: func(_, _ any) { a.trigger() },
+		DeleteFunc: func(obj any) { a.leaseGone(obj); a.trigger() },
+	}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	go a.leaseInformer.Run(ctx.Done())
+	a.startNADInformer(ctx)
+	synced := []cache.InformerSynced{a.nodeInformer.HasSynced, a.leaseInformer.HasSynced}
+	if a.nadInformer != nil {
+		synced = append(synced, a.nadInformer.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return ctx.Err()
+	}
+	a.readConfDir()
+
+	go a.kernel.Watch(ctx, a.trigger, func(err error) {
+		if ctx.Err() == nil {
+			a.log.Warn("netlink subscription", "error", err)
+		}
+	})
+	a.log.Info("agent started", "runtimeDir", a.opts.RuntimeDir, "netns", a.opts.NetNS, "cniConfDir", a.opts.CNIConfDir,
+		"routeProtocol", routes.Protocol)
+
+	resync := time.NewTicker(a.opts.Resync)
+	defer resync.Stop()
+	retry := time.NewTimer(0)
+	backoff := time.Duration(0)
+	a.trigger()
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping; leases and routes stay in place")
+			return nil
+		case <-a.dirty:
+		case <-retry.C:
+		case <-resync.C:
+			a.readConfDir()
+			a.startNADInformer(ctx)
+		}
+		err := a.reconcile(ctx)
+		if ctx.Err() != nil {
+			continue
+		}
+		if err != nil {
+			backoff = min(max(2*backoff, 200*time.Millisecond), 30*time.Second)
+			a.log.Error("reconcile failed; retrying", "in", backoff, "error", err)
+			retry.Reset(backoff)
+		} else {
+			backoff = 0
+		}
+	}
+}
+
+func (a *Agent) checkLeaseCRD() error {
+	_, err := a.kube.Discovery().ServerResourcesForGroupVersion(lease.Group + "/" + lease.Version)
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("the API server does not serve %s/%s %s: install the CRD deploy/crds/subnetlease.yaml (kubectl apply -f deploy/crds/subnetlease.yaml)",
+			lease.Group, lease.Version, lease.Resource)
+	}
+	if err != nil {
+		return fmt.Errorf("asking the API server for %s/%s: %w", lease.Group, lease.Version, err)
+	}
+	return nil
+}
+
+// startNADInformer starts watching NetworkAttachmentDefinitions once their
+// CRD exists (clusters without Multus have only the conf dir's networks).
+func (a *Agent) startNADInformer(ctx context.Context) {
+	if a.nadInformer != nil {
+		return
+	}
+	gvr := NADResource()
+	if _, err := a.kube.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String()); err != nil {
+		if apierrors.IsNotFound(err) {
+			a.log.Debug("NetworkAttachmentDefinitions not served; using the CNI conf dir only")
+		} else {
+			a.log.Warn("cannot tell whether NetworkAttachmentDefinitions are served", "error", err)
+		}
+		return
+	}
+	inf := dynamicinformer.NewFilteredDynamicInformer(a.dyn, gvr, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
+	_ = inf.SetTransform(lease.StripManagedFields)
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.trigger() },
+		UpdateFunc: func(_, _ any) { a.trigger() },
+		DeleteFunc: func(any) { a.trigger() },
+	})
+	go inf.Run(ctx.Done())
+	a.nadInformer = inf
+	a.log.Info("watching NetworkAttachmentDefinitions")
+}
+
+func (a *Agent) readConfDir() {
+	if a.opts.CNIConfDir == "" {
+		return
+	}
+	a.fileNets, a.fileErrs = ReadConfDir(a.opts.CNIConfDir)
+}
+
+// leaseGone forgets this node's lease when its object is deleted (by an
+// administrator, or by a garbage collector after the Node was re-created):
+// the next reconcile leases again.
+func (a *Agent) leaseGone(obj any) {
+	l, err := lease.FromObject(obj)
+	if err != nil || l.Node != a.opts.NodeName {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if h, ok := a.held[l.Network]; ok && h.UID == l.UID {
+		delete(a.held, l.Network)
+		a.log.Warn("this node's lease was deleted; leasing again", "lease", l.Name, "subnet", l.Subnet)
+	}
+}
+
+// networks merges the conf dir's and the NADs' definitions, reporting the
+// invalid and conflicting ones.
+func (a *Agent) networks() map[string]Network {
+	defs := slices.Clone(a.fileNets)
+	bad := map[string]string{}
+	for _, err := range a.fileErrs {
+		bad["file:"+err.Error()] = err.Error()
+	}
+	if a.nadInformer != nil {
+		objs := a.nadInformer.GetStore().List()
+		sort.Slice(objs, func(i, j int) bool { return key(objs[i]) < key(objs[j]) })
+		for _, o := range objs {
+			u, ok := o.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
+			if raw == "" {
+				continue // a NAD without config names a file on the node
+			}
+			ns, err := ParseConfig([]byte(raw), "nad:"+key(o))
+			if err != nil {
+				bad["nad:"+key(o)] = err.Error()
+				continue
+			}
+			defs = append(defs, ns...)
+		}
+	}
+	nets, conflicts := Merge(defs)
+	for _, c := range conflicts {
+		bad["conflict:"+c] = c
+	}
+	a.reportConfig(bad)
+	return nets
+}
+
+func key(obj any) string {
+	k, _ := cache.MetaNamespaceKeyFunc(obj)
+	return k
+}
+
+// reportConfig logs each invalid or conflicting definition once.
+func (a *Agent) reportConfig(bad map[string]string) {
+	for k, msg := range bad {
+		rk := "config/" + k
+		if a.reported[rk] != msg {
+			a.reported[rk] = msg
+			a.log.Error("ignoring network definition", "problem", msg)
+		}
+	}
+	for k := range a.reported {
+		if len(k) > 7 && k[:7] == "config/" {
+			if _, ok := bad[k[7:]]; !ok {
+				delete(a.reported, k)
+			}
+		}
+	}
+}
+
+// reconcile makes this node's leases, files and routes match the cluster.
+func (a *Agent) reconcile(ctx context.Context) error {
+	start := time.Now()
+	err := a.reconcileOnce(ctx)
+	a.stats.update(func(s *Stats) {
+		s.Reconciles++
+		s.LastReconcile = time.Now()
+		s.LastReconcileDuration = time.Since(start)
+		s.LastError = ""
+		if err != nil {
+			s.ReconcileErrors++
+			s.LastError = err.Error()
+		}
+	})
+	return err
+}
+
+func (a *Agent) reconcileOnce(ctx context.Context) error {
+	me := a.opts.NodeName
+	self, err := a.nodes.Get(me)
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("node %q has no Node object: the agent waits for it (check --node-name)", me)
+	}
+	if err != nil {
+		return err
+	}
+	nets := a.networks()
+	nodeList, err := a.nodes.List(everything())
+	if err != nil {
+		return err
+	}
+	leases := a.cachedLeases()
+
+	var errs []error
+	held := 0
+	problems := map[string]int{}
+	seen := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(nets)) {
+		n := nets[name]
+		ok, err := a.ensureSlice(ctx, n, self, problems, seen)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ok {
+			held++
+		}
+	}
+	a.releaseOrphans(ctx, nodeList, leases)
+
+	// Routes to every other node's slices.
+	var slices_ []routes.Slice
+	peers := map[string]routes.Peer{}
+	for _, node := range nodeList {
+		peers[node.Name] = routes.Peer{Name: node.Name, InternalIPs: internalIPs(node)}
+	}
+	for _, n := range nets {
+		if n.FromNodePodCIDR {
+			for _, node := range nodeList {
+				if p, ok := podCIDRIn(podCIDRs(node), n.Pool); ok {
+					slices_ = append(slices_, routes.Slice{Network: n.Name, Node: node.Name, Subnet: p})
+				}
+			}
+			continue
+		}
+		for _, l := range leases {
+			if l.Network == n.Name && l.Canonical() {
+				slices_ = append(slices_, routes.Slice{Network: l.Network, Node: l.Node, Subnet: l.Subnet})
+			}
+		}
+	}
+	connected, err := a.kernel.Connected()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	desired, routeProblems := routes.Desired(me, slices_, peers, connected)
+	kernel, err := a.kernel.Kernel()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	plan := routes.Diff(desired, kernel)
+	failed, err := a.kernel.Apply(plan)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if !plan.Empty() {
+		a.log.Info("routes changed", "replaced", len(plan.Replace), "deleted", len(plan.Delete), "inPlace", plan.InPlace)
+		for _, r := range plan.Replace {
+			a.log.Debug("route", "dst", r.Dst, "via", r.Gw, "network", r.Network, "node", r.Node)
+		}
+	}
+	for _, p := range routeProblems {
+		problems[string(p.Kind)]++
+		a.warn(seen, string(p.Kind)+"/"+p.Slice.Network+"/"+p.Slice.Node, string(p.Kind), p.Detail)
+	}
+	for _, r := range plan.Blocked {
+		problems[ReasonRouteConflict]++
+		a.warn(seen, ReasonRouteConflict+"/"+r.Network+"/"+r.Node, ReasonRouteConflict,
+			fmt.Sprintf("slice %s of network %s on node %s is a connected subnet of this node (a bridge still holds an address in it?): no route via %s; remove the address",
+				r.Dst, r.Network, r.Node, r.Gw))
+	}
+	a.forget(seen)
+
+	programmed := len(desired) - len(plan.Blocked) - failed
+	a.stats.update(func(s *Stats) {
+		s.Networks = len(nets)
+		s.LeasesHeld = held
+		s.RoutesProgrammed = programmed
+		s.Problems = problems
+		s.RoutesAdded += uint64(len(plan.Replace))
+		s.RoutesDeleted += uint64(len(plan.Delete))
+	})
+	return errors.Join(errs...)
+}
+
+// ensureSlice gives this node its slice of n and writes the file the plugin
+// reads. It reports whether the node has a slice.
+func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (bool, error) {
+	me := a.opts.NodeName
+	dir := nodesubnet.Dir(a.opts.RuntimeDir)
+	var subnet netip.Prefix
+	if n.FromNodePodCIDR {
+		p, ok := podCIDRIn(podCIDRs(self), n.Pool)
+		if !ok {
+			problems[ReasonNoPodCIDR]++
+			a.warn(seen, ReasonNoPodCIDR+"/"+n.Name, ReasonNoPodCIDR,
+				fmt.Sprintf("network %s takes this node's slice from spec.podCIDRs, but none (%v) lies in its pool %s: "+
+					"set the Node's podCIDR (kube-controller-manager --allocate-node-cidrs) or fix nodeSubnets.pool", n.Name, podCIDRs(self), n.Pool))
+			return false, a.removeFile(dir, n.Name)
+		}
+		subnet = p
+	} else {
+		l, err := a.ensureLease(ctx, n, self)
+		var ex *lease.ExhaustedError
+		if errors.As(err, &ex) {
+			problems[ReasonPoolExhausted]++
+			a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
+			if rmErr := a.removeFile(dir, n.Name); rmErr != nil {
+				return false, rmErr
+			}
+			return false, err
+		}
+		if err != nil {
+			return false, err
+		}
+		subnet = l.Subnet
+	}
+	want := nodesubnet.Lease{Network: n.Name, Node: me, Pool: n.Pool, Subnet: subnet}
+	if have, err := nodesubnet.Read(dir, n.Name); err == nil && *have == want {
+		return true, nil
+	}
+	if err := nodesubnet.Write(dir, want); err != nil {
+		return true, fmt.Errorf("writing %s: %w", nodesubnet.Path(dir, n.Name), err)
+	}
+	a.log.Info("node subnet file written", "network", n.Name, "subnet", subnet, "pool", n.Pool, "file", nodesubnet.Path(dir, n.Name))
+	return true, nil
+}
+
+func (a *Agent) removeFile(dir, network string) error {
+	if _, err := nodesubnet.Read(dir, network); errors.Is(err, nodesubnet.ErrNotLeased) {
+		return nil
+	}
+	a.log.Warn("removing node subnet file: this node holds no slice", "network", network)
+	return nodesubnet.Remove(dir, network)
+}
+
+// ensureLease returns this node's lease of n, acquiring one when it holds
+// none that fits (first start, agent restart, pool or size changed).
+func (a *Agent) ensureLease(ctx context.Context, n Network, self *corev1.Node) (lease.Lease, error) {
+	req := lease.Request{Network: n.Name, Pool: n.Pool, Size: n.Size, Node: a.opts.NodeName, NodeUID: self.UID}
+	a.mu.Lock()
+	h, ok := a.held[n.Name]
+	a.mu.Unlock()
+	if ok && req.Fits(h) && h.OwnerUID == self.UID {
+		return h, nil
+	}
+	out, err := a.leases.Acquire(ctx, req)
+	for _, r := range out.Released {
+		a.log.Info("released this node's lease that no longer fits", "lease", r.Name, "subnet", r.Subnet, "network", n.Name, "pool", n.Pool, "size", n.Size)
+		a.event(corev1.EventTypeNormal, ReasonSubnetReleased, fmt.Sprintf("released %s of network %s: the network now slices %s into /%d", r.Subnet, n.Name, n.Pool, n.Size))
+	}
+	a.stats.update(func(s *Stats) {
+		s.LeasesReleased += uint64(len(out.Released))
+		s.LeaseConflicts += uint64(out.Collisions)
+	})
+	if err != nil {
+		return lease.Lease{}, err
+	}
+	l := out.Lease
+	if out.Kept {
+		a.log.Info("kept this node's lease", "lease", l.Name, "network", n.Name, "subnet", l.Subnet)
+	} else {
+		a.stats.update(func(s *Stats) { s.LeasesAcquired++ })
+		a.log.Info("leased a slice", "lease", l.Name, "network", n.Name, "subnet", l.Subnet, "pool", n.Pool, "collisions", out.Collisions)
+		a.event(corev1.EventTypeNormal, ReasonSubnetLeased, fmt.Sprintf("leased %s of network %s (pool %s) as SubnetLease %s", l.Subnet, n.Name, n.Pool, l.Name))
+	}
+	a.mu.Lock()
+	a.held[n.Name] = l
+	a.mu.Unlock()
+	return l, nil
+}
+
+// releaseOrphans deletes the leases of Nodes that no longer exist. The
+// garbage collector of a real cluster does the same through the owner
+// reference; the agent does not rely on it. One agent per deleted node acts
+// at once (ReleaseResponsible); any agent after OrphanGrace. A quorum read
+// of the Node guards against a cache that has the lease but not yet its new
+// Node, and the delete's preconditions against a lease adopted meanwhile.
+func (a *Agent) releaseOrphans(ctx context.Context, nodes []*corev1.Node, leases []lease.Lease) {
+	live := make([]string, 0, len(nodes))
+	exists := map[string]bool{}
+	for _, n := range nodes {
+		live = append(live, n.Name)
+		exists[n.Name] = true
+	}
+	now := time.Now()
+	current := map[types.UID]bool{}
+	for _, l := range leases {
+		if exists[l.Node] || !l.Canonical() {
+			continue
+		}
+		current[l.UID] = true
+		first, ok := a.orphanSeen[l.UID]
+		if !ok {
+			first = now
+			a.orphanSeen[l.UID] = now
+		}
+		if !ReleaseResponsible(l.Node, live, a.opts.NodeName) && now.Sub(first) < a.opts.OrphanGrace {
+			continue
+		}
+		_, err := a.kube.CoreV1().Nodes().Get(ctx, l.Node, metav1.GetOptions{})
+		if err == nil || !apierrors.IsNotFound(err) {
+			continue // the Node exists (our cache lags) or we cannot tell
+		}
+		deleted, err := a.leases.Release(ctx, l)
+		if err != nil {
+			a.log.Warn("could not release lease of deleted node", "lease", l.Name, "error", err)
+			continue
+		}
+		if !deleted {
+			continue // released already; our cache has not seen it yet
+		}
+		a.stats.update(func(s *Stats) { s.LeasesReleased++ })
+		a.log.Info("released lease of deleted node", "lease", l.Name, "deletedNode", l.Node, "subnet", l.Subnet, "network", l.Network)
+	}
+	for uid := range a.orphanSeen {
+		if !current[uid] {
+			delete(a.orphanSeen, uid)
+		}
+	}
+}
+
+func (a *Agent) cachedLeases() []lease.Lease {
+	objs := a.leaseInformer.GetStore().List()
+	out := make([]lease.Lease, 0, len(objs))
+	for _, o := range objs {
+		l, err := lease.FromObject(o)
+		if err != nil {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// warn records a Warning Event on this node and a log line when a problem
+// appears or its message changes; a problem that stays is not repeated.
+func (a *Agent) warn(seen map[string]bool, key, reason, msg string) {
+	seen[key] = true
+	if a.reported[key] == msg {
+		return
+	}
+	a.reported[key] = msg
+	a.log.Warn(msg, "reason", reason)
+	a.event(corev1.EventTypeWarning, reason, msg)
+}
+
+// forget drops problems that went away, so they are reported again if they
+// come back.
+func (a *Agent) forget(seen map[string]bool) {
+	for k := range a.reported {
+		if len(k) > 7 && k[:7] == "config/" {
+			continue
+		}
+		if !seen[k] {
+			delete(a.reported, k)
+		}
+	}
+}
+
+func (a *Agent) event(kind, reason, msg string) {
+	if a.recorder == nil {
+		return
+	}
+	self, err := a.nodes.Get(a.opts.NodeName)
+	if err != nil {
+		return
+	}
+	ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: self.Name, UID: self.UID}
+	a.recorder.Event(ref, kind, reason, msg)
+}

@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var pfx = netip.MustParsePrefix
+
+func TestParseConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		config  string
+		want    []Network
+		wantErr string
+	}{
+		{
+			name:   "single configuration",
+			config: `{"cniVersion":"1.1.0","name":"net1","type":"multi-bridge","bridge":"cni1","nodeSubnets":{"pool":"10.240.16.0/20","size":24},"ipam":{"type":"host-local"}}`,
+			want:   []Network{{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 24, Source: "nad:demo/net1"}},
+		},
+		{
+			name:   "podCIDR network",
+			config: `{"cniVersion":"1.1.0","name":"mgmt","type":"multi-bridge","nodeSubnets":{"pool":"10.240.0.0/20","fromNodePodCIDR":true},"ipam":{"type":"host-local"}}`,
+			want:   []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "nad:demo/net1"}},
+		},
+		{
+			name:   "fixed subnet: nothing to lease",
+			config: `{"cniVersion":"1.1.0","name":"net1","type":"multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`,
+		},
+		{
+			name:   "another plugin",
+			config: `{"cniVersion":"1.1.0","name":"macvlan1","type":"macvlan","nodeSubnets":{"pool":"10.0.0.0/8","size":24}}`,
+		},
+		{
+			name: "conflist: the list's name, only multi-bridge plugins",
+			config: `{"cniVersion":"1.1.0","name":"net2","plugins":[
+				{"type":"multi-bridge","nodeSubnets":{"pool":"10.240.32.0/20","size":24},"ipam":{"type":"host-local"}},
+				{"type":"portmap","capabilities":{"portMappings":true}}]}`,
+			want: []Network{{Name: "net2", Pool: pfx("10.240.32.0/20"), Size: 24, Source: "nad:demo/net1"}},
+		},
+		{
+			name:    "invalid configuration: the plugin's own error",
+			config:  `{"cniVersion":"1.1.0","name":"net1","type":"multi-bridge","nodeSubnets":{"pool":"10.240.16.0/20","size":24},"ipam":{"type":"host-local","subnet":"10.240.16.0/24"}}`,
+			wantErr: `nad:demo/net1: invalid "ipam.subnet" "10.240.16.0/24": conflicts with "nodeSubnets"`,
+		},
+		{
+			name:    "no name",
+			config:  `{"cniVersion":"1.1.0","type":"multi-bridge","nodeSubnets":{"pool":"10.240.16.0/20","size":24},"ipam":{"type":"host-local"}}`,
+			wantErr: `nad:demo/net1: a configuration with "nodeSubnets" needs a "name"`,
+		},
+		{
+			name:    "invalid conflist plugin",
+			config:  `{"cniVersion":"1.1.0","name":"net2","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"10.240.32.0/20","size":8},"ipam":{"type":"host-local"}}]}`,
+			wantErr: `nad:demo/net1 plugins[0]: invalid "nodeSubnets.size" 8: must be longer than the pool's /20`,
+		},
+		{
+			name:    "not JSON",
+			config:  `net1`,
+			wantErr: `nad:demo/net1: CNI configuration is not a JSON object`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseConfig([]byte(tc.config), "nad:demo/net1")
+			if tc.wantErr != "" {
+				assert.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestMerge(t *testing.T) {
+	a := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 24, Source: "nad:a/net1"}
+	same := a
+	same.Source = "nad:b/net1"
+	other := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 25, Source: "nad:c/net1"}
+	b := Network{Name: "net2", Pool: pfx("10.240.32.0/20"), Size: 24, Source: "nad:a/net2"}
+
+	got, conflicts := Merge([]Network{a, same, other, b})
+	assert.Equal(t, map[string]Network{"net1": a, "net2": b}, got)
+	assert.Equal(t, []string{`network "net1": nad:c/net1 defines it as pool 10.240.16.0/20 in /25 slices, but nad:a/net1 as pool 10.240.16.0/20 in /24 slices; using the first: make all definitions of a network slice the same pool alike`}, conflicts)
+}
+
+func TestReadConfDir(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
+	}
+	write("00-mgmt.conf", `{"cniVersion":"1.1.0","name":"mgmt","type":"multi-bridge","nodeSubnets":{"pool":"10.240.0.0/20","fromNodePodCIDR":true},"ipam":{"type":"host-local"}}`)
+	write("10-bad.conflist", `{"name":"bad","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"x","size":24},"ipam":{"type":"host-local"}}]}`)
+	write("README", `not a config`)
+	nets, errs := ReadConfDir(dir)
+	assert.Equal(t, []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:" + filepath.Join(dir, "00-mgmt.conf")}}, nets)
+	require.Len(t, errs, 1)
+	assert.ErrorContains(t, errs[0], `10-bad.conflist plugins[0]: invalid "nodeSubnets.pool" "x"`)
+
+	nets, errs = ReadConfDir(filepath.Join(dir, "missing"))
+	assert.Empty(t, nets)
+	assert.Empty(t, errs)
+}
+
+func TestReleaseResponsible(t *testing.T) {
+	live := []string{"node-c", "node-a", "node-e"}
+	for _, tc := range []struct{ dead, want string }{
+		{"node-b", "node-c"},
+		{"node-d", "node-e"},
+		{"node-f", "node-a"}, // wraps around
+		{"aaa", "node-a"},
+		{"node-c", "node-e"}, // still in a lagging cache: the next one
+	} {
+		for _, self := range live {
+			assert.Equal(t, self == tc.want, ReleaseResponsible(tc.dead, live, self), "dead %s self %s", tc.dead, self)
+		}
+	}
+	assert.False(t, ReleaseResponsible("x", nil, "node-a"))
+}
+
+func TestPodCIDRIn(t *testing.T) {
+	pool := pfx("10.240.0.0/20")
+	for _, tc := range []struct {
+		cidrs []string
+		want  string
+	}{
+		{[]string{"10.240.1.0/24"}, "10.240.1.0/24"},
+		{[]string{"fd00:10:240:1::/64", "10.240.2.0/24"}, "10.240.2.0/24"},
+		{[]string{"10.244.1.0/24"}, ""}, // outside the pool
+		{[]string{"10.240.0.0/16"}, ""}, // larger than the pool
+		{[]string{"garbage"}, ""},       // unparsable
+		{nil, ""},
+	} {
+		got, ok := podCIDRIn(tc.cidrs, pool)
+		if tc.want == "" {
+			assert.False(t, ok, "%v", tc.cidrs)
+			continue
+		}
+		assert.Equal(t, tc.want, got.String())
+	}
+}
+
+func TestSlimNodeAndChanges(t *testing.T) {
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "a", UID: "u1", Labels: map[string]string{"x": "y"}, ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec:       corev1.NodeSpec{PodCIDR: "10.240.1.0/24", PodCIDRs: []string{"10.240.1.0/24"}},
+		Status: corev1.NodeStatus{
+			Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.11"}, {Type: corev1.NodeHostName, Address: "a"}},
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
+		},
+	}
+	slim, err := slimNode(n)
+	require.NoError(t, err)
+	s := slim.(*corev1.Node)
+	assert.Nil(t, s.Labels)
+	assert.Nil(t, s.ManagedFields)
+	assert.Nil(t, s.Status.Conditions)
+	assert.Equal(t, []netip.Addr{netip.MustParseAddr("192.0.2.11")}, internalIPs(s))
+	assert.Equal(t, []string{"10.240.1.0/24"}, podCIDRs(s))
+
+	heartbeat := s.DeepCopy()
+	heartbeat.ResourceVersion = "2"
+	assert.False(t, nodeChanged(s, heartbeat))
+	moved := s.DeepCopy()
+	moved.Status.Addresses[0].Address = "192.0.2.99"
+	assert.True(t, nodeChanged(s, moved))
+	cidr := s.DeepCopy()
+	cidr.Spec.PodCIDRs = []string{"10.240.2.0/24"}
+	assert.True(t, nodeChanged(s, cidr))
+}
