@@ -9,15 +9,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"path/filepath"
 	"syscall"
 
-	"github.com/alexflint/go-filemutex"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Spec is the bridge a network asks for.
@@ -117,26 +118,60 @@ func HostVethName(containerID, ifName string) string {
 // its gateway address. It is per bridge, never global, and a file lock so it
 // holds across plugin processes.
 func Lock(runtimeDir, bridgeName string) (unlock func(), err error) {
-	return lockFile(filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock"))
-}
-
-func lockFile(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("creating lock directory: %w", err)
-	}
-	m, err := filemutex.New(path)
+	f, err := lockFile(filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock"))
 	if err != nil {
-		return nil, fmt.Errorf("opening lock %s: %w", path, err)
+		return nil, err
 	}
-	if err := m.Lock(); err != nil {
-		_ = m.Close()
-		return nil, fmt.Errorf("taking lock %s: %w", path, err)
-	}
-	return func() { _ = m.Close() }, nil
+	return func() { _ = f.Close() }, nil
 }
 
 // NetworkLock serializes per-network node state (masquerade set-up and its
 // rollback) across plugin processes.
 func NetworkLock(runtimeDir, network string) (unlock func(), err error) {
-	return lockFile(filepath.Join(runtimeDir, "network-"+network+".lock"))
+	f, err := lockFile(filepath.Join(runtimeDir, "network-"+network+".lock"))
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = f.Close() }, nil
+}
+
+// attachmentLockBuckets bounds the attachment lock files: attachments hash
+// onto these, so the files never accumulate; two attachments sharing a
+// bucket only wait for each other.
+const attachmentLockBuckets = 64
+
+// AttachmentLock orders the operations on one attachment (ADD, DEL, GC's
+// teardown of it). The returned file holds the lock: handed to a child
+// process (the IPAM plugin), the child keeps it held until it exits, so a
+// DEL after an ADD was killed waits for the orphaned IPAM plugin to finish
+// its reservation before releasing it, instead of racing it. Close the file
+// to unlock.
+func AttachmentLock(runtimeDir, network, containerID, ifName string) (*os.File, error) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(network + "/" + containerID + "/" + ifName))
+	bucket := h.Sum32() % attachmentLockBuckets
+	return lockFile(filepath.Join(runtimeDir, "attachments", fmt.Sprintf("%02d.lock", bucket)))
+}
+
+// lockFile opens path and takes an exclusive flock on it; closing the file
+// (and every copy a child inherited) releases it.
+func lockFile(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating lock directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening lock %s: %w", path, err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("taking lock %s: %w", path, err)
+	}
+	return f, nil
 }

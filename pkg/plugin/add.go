@@ -46,6 +46,11 @@ func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
 	}
 	defer c.done()
 	ctx := context.Background()
+	unlock, err := c.lockAttachment(args.ContainerID, args.IfName)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
 	a, err := p.prepareAdd(ctx, c)
 	if err != nil {
@@ -327,7 +332,7 @@ func (a *addition) allocate(ctx context.Context) error {
 		return err
 	}
 	a.ipamCalled = true
-	raw, err := a.p.opts.IPAM.Run(ctx, "ADD", a.c.net.Conf.IPAM.Type, conf, a.c.ipamArgs())
+	raw, err := a.c.runIPAM(ctx, "ADD", conf, a.c.ipamArgs())
 	if err != nil {
 		return err
 	}
@@ -350,7 +355,7 @@ func (a *addition) release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = a.p.opts.IPAM.Run(ctx, "DEL", a.c.net.Conf.IPAM.Type, conf, a.c.ipamArgs())
+	_, err = a.c.runIPAM(ctx, "DEL", conf, a.c.ipamArgs())
 	return err
 }
 

@@ -62,7 +62,7 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.opts.IPAM.Run(ctx, "CHECK", n.Conf.IPAM.Type, conf, c.ipamArgs()); err != nil {
+		if _, err := c.runIPAM(ctx, "CHECK", conf, c.ipamArgs()); err != nil {
 			return err
 		}
 	}

@@ -30,6 +30,12 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	defer c.done()
 	ctx := context.Background()
+	// After a killed ADD, this waits for its orphaned IPAM plugin.
+	unlock, err := c.lockAttachment(args.ContainerID, args.IfName)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	st := store.New(c.net.DataDir(), c.net.Conf.Name)
 	rec, err := st.Load(args.ContainerID, args.IfName)
@@ -101,6 +107,7 @@ func (c *call) openPod(path string) (*netlinksafe.Handle, func()) {
 // the pod is reachable and the interface is ours), the host veth, the IPAM
 // reservation and the state record. It is shared by DEL, GC and an ADD that
 // finds a stale attachment, and it tolerates every part being gone already.
+// The caller holds the attachment's lock.
 func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *netlinksafe.Handle, ipamArgs *invoke.Args) error {
 	var errs []error
 	if pod != nil {
@@ -136,7 +143,7 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 		if err == nil {
 			a := *ipamArgs
 			a.ContainerID, a.IfName, a.NetNS = ref.ContainerID, ref.IfName, ref.Netns
-			_, err = p.opts.IPAM.Run(ctx, "DEL", c.net.Conf.IPAM.Type, conf, &a)
+			_, err = c.runIPAM(ctx, "DEL", conf, &a)
 		}
 		if err != nil {
 			// Keep the record: a later DEL or GC retries the release.

@@ -5,36 +5,37 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
-	"runtime"
-	"syscall"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-// pdeathExec runs a delegated (IPAM) plugin like invoke.RawExec, but asks the
-// kernel to kill it when the plugin dies. Runtimes SIGKILL a plugin that
-// overruns its deadline; an orphaned host-local would go on to reserve an
-// address after the runtime's DEL has released the attachment, leaking it.
-// invoke.RawExec offers no way to set SysProcAttr, hence this small copy.
-type pdeathExec struct {
+// holdingExec runs a delegated (IPAM) plugin like invoke.RawExec, but lets
+// it inherit a file: the attachment's lock. Runtimes SIGKILL a plugin that
+// overruns its deadline; its IPAM child lives on, and without the inherited
+// lock the runtime's DEL could release the attachment before the orphan
+// reserves an address for it, leaking the address. (Killing the child with
+// the plugin is no cure: host-local writes a reservation non-atomically, and
+// a reservation file killed half-written matches no attachment.)
+// invoke.RawExec offers no way to pass files, hence this small copy.
+type holdingExec struct {
 	invoke.RawExec
 	version.PluginDecoder
+	hold *os.File
 }
 
-func (e *pdeathExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
+func (e *holdingExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, pluginPath)
 	cmd.Env = environ
 	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// The death signal follows the thread that forked the child, not the
-	// process: keep that thread alive (locked) until the child is done.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if e.hold != nil {
+		cmd.ExtraFiles = []*os.File{e.hold}
+	}
 	if err := cmd.Run(); err != nil {
 		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())
 	}

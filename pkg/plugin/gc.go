@@ -45,10 +45,15 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		if valid[types.GCAttachment{ContainerID: rec.ContainerID, IfName: rec.IfName}] {
 			continue
 		}
-		ref := refOf(rec)
+		unlock, err := c.lockAttachment(rec.ContainerID, rec.IfName)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		pod, closePod := c.openPod(rec.Netns)
-		err := p.teardown(ctx, c, ref, pod, c.ipamArgs())
+		err = p.teardown(ctx, c, refOf(rec), pod, c.ipamArgs())
 		closePod()
+		unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("attachment %s/%s: %w", rec.ContainerID, rec.IfName, err))
 			continue
@@ -71,7 +76,7 @@ func (p *Plugin) gcIPAM(ctx context.Context, c *call) []error {
 	var errs []error
 	conf, err := c.ipamConf(netip.Prefix{})
 	if err == nil {
-		_, err = p.opts.IPAM.Run(ctx, "GC", n.Conf.IPAM.Type, conf, c.ipamArgs())
+		_, err = c.runIPAM(ctx, "GC", conf, c.ipamArgs())
 	}
 	if err != nil {
 		errs = append(errs, fmt.Errorf("IPAM plugin %q GC: %w", n.Conf.IPAM.Type, err))

@@ -20,35 +20,48 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/masq"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 )
 
-// IPAM runs the network's IPAM plugin for one CNI command. The production
-// implementation execs the binary named by ipam.type from CNI_PATH, as the
-// CNI spec requires; tests wrap it to make a step fail.
+// IPAMCall is one run of the network's IPAM plugin.
+type IPAMCall struct {
+	Command string // ADD, DEL, CHECK, STATUS, GC
+	Plugin  string // ipam.type
+	Conf    []byte
+	Args    *invoke.Args
+	// Hold, when set, is inherited by the IPAM process: the attachment's
+	// lock, held until the IPAM plugin exits even if this plugin is killed.
+	Hold *os.File
+}
+
+// IPAM runs the network's IPAM plugin. The production implementation execs
+// the binary named by ipam.type from CNI_PATH, as the CNI spec requires;
+// tests wrap it to make a step fail.
 type IPAM interface {
-	Run(ctx context.Context, command, plugin string, conf []byte, args *invoke.Args) (types.Result, error)
+	Run(ctx context.Context, call IPAMCall) (types.Result, error)
 }
 
 // ExecIPAM is the IPAM implementation that execs the plugin binary.
 type ExecIPAM struct{}
 
-// Run execs plugin with command; only ADD returns a result.
-func (ExecIPAM) Run(ctx context.Context, command, plugin string, conf []byte, args *invoke.Args) (types.Result, error) {
-	path, err := invoke.FindInPath(plugin, filepath.SplitList(args.Path))
+// Run execs the plugin; only ADD returns a result.
+func (ExecIPAM) Run(ctx context.Context, call IPAMCall) (types.Result, error) {
+	path, err := invoke.FindInPath(call.Plugin, filepath.SplitList(call.Args.Path))
 	if err != nil {
 		return nil, types.NewError(types.ErrPluginNotAvailable,
-			fmt.Sprintf("IPAM plugin %q not found in CNI_PATH %q", plugin, args.Path),
+			fmt.Sprintf("IPAM plugin %q not found in CNI_PATH %q", call.Plugin, call.Args.Path),
 			"install it in the CNI bin directory (e.g. /opt/cni/bin) or fix ipam.type")
 	}
-	a := *args
-	a.Command = command
-	if command == "ADD" {
-		return invoke.ExecPluginWithResult(ctx, path, conf, &a, &pdeathExec{})
+	a := *call.Args
+	a.Command = call.Command
+	exec := &holdingExec{hold: call.Hold}
+	if call.Command == "ADD" {
+		return invoke.ExecPluginWithResult(ctx, path, call.Conf, &a, exec)
 	}
-	return nil, invoke.ExecPluginWithoutResult(ctx, path, conf, &a, &pdeathExec{})
+	return nil, invoke.ExecPluginWithoutResult(ctx, path, call.Conf, &a, exec)
 }
 
 // Options are the plugin's dependencies and test seams. The zero value is
@@ -100,10 +113,30 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // call is what every verb starts from: the validated network and the
 // runtime's arguments.
 type call struct {
+	p    *Plugin
 	net  *config.Network
 	args *skel.CmdArgs
 	log  *slog.Logger
 	done func()
+	// hold is the lock of the attachment being worked on, if any; the IPAM
+	// plugin inherits it.
+	hold *os.File
+}
+
+// runIPAM runs the network's IPAM plugin with command.
+func (c *call) runIPAM(ctx context.Context, command string, conf []byte, args *invoke.Args) (types.Result, error) {
+	return c.p.opts.IPAM.Run(ctx, IPAMCall{Command: command, Plugin: c.net.Conf.IPAM.Type, Conf: conf, Args: args, Hold: c.hold})
+}
+
+// lockAttachment takes the attachment's lock for the rest of the call (or
+// until the returned function runs).
+func (c *call) lockAttachment(containerID, ifName string) (func(), error) {
+	f, err := bridge.AttachmentLock(c.net.RuntimeDir(), c.net.Conf.Name, containerID, ifName)
+	if err != nil {
+		return nil, err
+	}
+	c.hold = f
+	return func() { c.hold = nil; _ = f.Close() }, nil
 }
 
 func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
@@ -114,7 +147,7 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
 	log, done := newLogger(n, p.opts.LogOutput)
 	log = log.With("verb", verb, "network", n.Conf.Name, "pod", n.Pod.String(),
 		"containerID", args.ContainerID, "ifname", args.IfName)
-	return &call{net: n, args: args, log: log, done: done}, nil
+	return &call{p: p, net: n, args: args, log: log, done: done}, nil
 }
 
 // ipamConf is the IPAM plugin's configuration for this call. For a network

@@ -25,7 +25,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		if err != nil {
 			return notAvailable("cannot serve ADD", err)
 		}
-		if _, err := p.opts.IPAM.Run(context.Background(), "STATUS", n.Conf.IPAM.Type, conf, c.ipamArgs()); err != nil {
+		if _, err := c.runIPAM(context.Background(), "STATUS", conf, c.ipamArgs()); err != nil {
 			return notAvailable(fmt.Sprintf("IPAM plugin %q is not ready", n.Conf.IPAM.Type), err)
 		}
 	}

@@ -226,6 +226,19 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	eventually(t, converge, "routes between the nodes", routesConverged(nodes))
+	// The health server: ready with its three leases and six routes.
+	eventually(t, converge, "node1's agent ready", func() (bool, string) {
+		code, body, err := nodes[0].agent.Get("/readyz")
+		return err == nil && code == 200, fmt.Sprintf("%d %s %v", code, body, err)
+	})
+	code, body, err := nodes[0].agent.Get("/healthz")
+	require.NoError(t, err)
+	assert.Equal(t, 200, code, body)
+	_, metrics, err := nodes[0].agent.Get("/metrics")
+	require.NoError(t, err)
+	for _, want := range []string{"multi_bridge_agent_networks 3\n", "multi_bridge_agent_leases_held 3\n", "multi_bridge_agent_routes_programmed 6\n", "multi_bridge_agent_reconcile_errors_total "} {
+		assert.Contains(t, metrics, want)
+	}
 	say.say("SubnetLeases (kubectl get subnetleases)")
 	if say.on {
 		ls, err := s.server.Leases(ctxT(t), "")

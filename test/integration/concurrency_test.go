@@ -193,7 +193,13 @@ func TestKilledAddThenDelLeavesNothing(t *testing.T) {
 			require.NoError(t, err, "ADD again after a kill at %v", delay)
 		}
 		require.NoError(t, b.rt.DelWithoutPrevResult(conf, rt), "DEL after a kill at %v", delay)
-		require.Equal(t, leaks{MasqueradeRules: 1}, countLeaks(t, b, []ns.NetNS{b.pod}), "iteration %d, killed after %v", i, delay)
+		if l := countLeaks(t, b, []ns.NetNS{b.pod}); l != (leaks{MasqueradeRules: 1}) {
+			for _, r := range b.reservations() {
+				data, _ := os.ReadFile(filepath.Join(b.dirs.IPAM, r))
+				t.Logf("reservation %s: %q", r, data)
+			}
+			t.Fatalf("iteration %d, killed after %v: %+v", i, delay, l)
+		}
 	}
 	t.Logf("%d of 100 ADDs were killed before they finished", killed)
 	assert.Greater(t, killed, 10, "the kills must land inside ADDs")

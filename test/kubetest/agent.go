@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +43,9 @@ type AgentOptions struct {
 	// LogFile receives the agent's output (appended, so a restarted agent
 	// adds to the same file).
 	LogFile string
+	// HealthAddr is where the agent serves /healthz, /readyz and /metrics;
+	// default a free port on 127.0.0.1 (several agents share this host).
+	HealthAddr string
 }
 
 // Agent is a running multi-bridge-agent process.
@@ -63,6 +69,14 @@ func StartAgent(o AgentOptions) (*Agent, error) {
 	if o.Resync > 0 {
 		args = append(args, "--resync", o.Resync.String())
 	}
+	if o.HealthAddr == "" {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		o.HealthAddr = addr
+	}
+	args = append(args, "--health-addr", o.HealthAddr)
 	log, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
@@ -82,6 +96,27 @@ func StartAgent(o AgentOptions) (*Agent, error) {
 		close(a.done)
 	}()
 	return a, nil
+}
+
+// freeAddr is a loopback address with a port nothing listens on now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Get fetches a path of the agent's health server.
+func (a *Agent) Get(path string) (int, string, error) {
+	resp, err := http.Get("http://" + a.Opts.HealthAddr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }
 
 // Pid is the process id.
