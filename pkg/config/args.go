@@ -11,12 +11,11 @@ import "strings"
 // need. Keys may repeat (Multus prepends its own and keeps the runtime's): the
 // last one wins, as it does in types.LoadArgs.
 type Args struct {
-	parts []string // as received, for WithoutIP
+	parts []string // as received, for ForIPAM
 	pairs [][2]string
 }
 
-// ParseArgs never fails: malformed pairs are kept verbatim for the IPAM
-// plugin and otherwise ignored.
+// ParseArgs never fails: malformed pairs are ignored.
 func ParseArgs(s string) Args {
 	var a Args
 	for _, part := range strings.Split(s, ";") {
@@ -41,15 +40,23 @@ func (a Args) Get(key string) string {
 	return v
 }
 
-// WithoutIP renders the arguments without IP=, for the IPAM plugin: the
-// requested addresses are passed in runtimeConfig.ips, which every CNI IPAM
-// plugin that supports static addresses reads as a list.
-func (a Args) WithoutIP() string {
-	var kept []string
+// ForIPAM renders the arguments for the IPAM plugin: without IP= (the
+// requested addresses travel in runtimeConfig.ips, which every CNI IPAM
+// plugin that supports static addresses reads as a list), without pairs that
+// are not exactly key=value (types.LoadArgs, which IPAM plugins use, fails on
+// them), and led by IgnoreUnknown=1, so that keys the IPAM plugin does not
+// know (pod identity, MAC=, a runtime's own) never fail the ADD.
+func (a Args) ForIPAM() string {
+	kept := []string{"IgnoreUnknown=1"}
 	for i, part := range a.parts {
-		if a.pairs[i][0] != "IP" {
-			kept = append(kept, part)
+		key := a.pairs[i][0]
+		if key == "IP" || key == "IgnoreUnknown" || strings.Count(part, "=") != 1 {
+			continue
 		}
+		kept = append(kept, part)
+	}
+	if len(kept) == 1 {
+		return ""
 	}
 	return strings.Join(kept, ";")
 }

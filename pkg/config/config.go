@@ -178,18 +178,46 @@ func (n *Network) RuntimeDir() string {
 // Load parses and validates a network configuration and the CNI_ARGS string
 // of one call.
 func Load(stdin []byte, cniArgs string) (*Network, error) {
+	n, problems, err := load(stdin, cniArgs, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, problems[0]
+	}
+	return n, nil
+}
+
+// LoadLenient is Load for tearing an attachment down (DEL, GC): a
+// configuration or CNI_ARGS that ADD would refuse now (a NAD edited since, a
+// typo in a pod's annotation) must not keep an attachment's addresses
+// reserved forever. The problems come back with a Network whose offending
+// fields keep their defaults; only a configuration that is not a JSON object
+// is fatal.
+func LoadLenient(stdin []byte, cniArgs string) (*Network, []error, error) {
+	return load(stdin, cniArgs, true)
+}
+
+func load(stdin []byte, cniArgs string, lenient bool) (*Network, []error, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(stdin, &raw); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure,
+		return nil, nil, types.NewError(types.ErrDecodingFailure,
 			"network configuration is not a JSON object: "+err.Error(),
 			"pass the NetworkAttachmentDefinition's spec.config (a JSON object) on stdin")
 	}
+	var problems []error
 	var conf NetConf
 	if err := json.Unmarshal(stdin, &conf); err != nil {
-		return nil, decodeError(err)
+		// encoding/json skips a field of the wrong type and decodes the
+		// rest, so a lenient load goes on with that field's default.
+		var typeErr *json.UnmarshalTypeError
+		if !lenient || !errors.As(err, &typeErr) {
+			return nil, nil, decodeError(err)
+		}
+		problems = append(problems, decodeError(err))
 	}
 	args := ParseArgs(cniArgs)
-	n := &Network{Conf: conf, RawConf: raw, IPAMArgs: args.WithoutIP()}
+	n := &Network{Conf: conf, RawConf: raw, IPAMArgs: args.ForIPAM()}
 	n.Pod = Pod{
 		Namespace:        args.Get("K8S_POD_NAMESPACE"),
 		Name:             args.Get("K8S_POD_NAME"),
@@ -202,11 +230,29 @@ func Load(stdin []byte, cniArgs string) (*Network, error) {
 		validateNodeSubnets, validateLogLevel,
 	} {
 		if err := check(n, args); err != nil {
-			return nil, err
+			problems = append(problems, err)
+			if !lenient {
+				break
+			}
 		}
 	}
-	return n, nil
+	return n, problems, nil
 }
+
+// ResultVersion is the spec version of the result: the configuration's. A
+// configuration without cniVersion (a NAD may omit it, and libcni passes a
+// single configuration on as it is) gets the newest, whose result carries the
+// interfaces Multus needs for the network-status; a version-less 0.1.0
+// result has none.
+func (n *Network) ResultVersion() string {
+	if n.Conf.CNIVersion == "" {
+		return LatestVersion
+	}
+	return n.Conf.CNIVersion
+}
+
+// LatestVersion is the newest CNI spec version multi-bridge implements.
+const LatestVersion = "1.1.0"
 
 // invalid builds the error every refusal uses: the field, the value, why, and
 // what to do instead.
@@ -438,7 +484,7 @@ func validateIPs(n *Network, args Args) error {
 		for _, v := range s.values {
 			addr, err := parseAddr(v)
 			if err != nil {
-				return invalid(s.field, fmt.Sprintf("%q", v), "not an IP address", `use "10.240.10.5/24", "10.240.10.5" or "fd00::5/64"`)
+				return invalid(s.field, fmt.Sprintf("%q", v), "not an IP address", `use CIDR form, e.g. "10.240.10.5/24" or "fd00::5/64" (host-local also takes a bare "10.240.10.5", static does not)`)
 			}
 			if seen[addr] {
 				continue

@@ -13,7 +13,7 @@ import (
 
 const base = `"cniVersion":"1.1.0","name":"net1","type":"multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}`
 
-func load(t *testing.T, extra string, args string) (*Network, error) {
+func loadConf(t *testing.T, extra string, args string) (*Network, error) {
 	t.Helper()
 	conf := "{" + base
 	if extra != "" {
@@ -69,7 +69,7 @@ func TestRefusedValues(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := load(t, c.extra, "")
+			_, err := loadConf(t, c.extra, "")
 			e := cniError(t, err)
 			assert.Equal(t, c.code, e.Code)
 			assert.Contains(t, e.Msg, c.msg)
@@ -109,14 +109,14 @@ func TestRouting(t *testing.T) {
 		{`"priority":1`, Routing{Mode: RoutingAuto, Priority: 1}},
 	}
 	for _, c := range cases {
-		n, err := load(t, c.extra, "")
+		n, err := loadConf(t, c.extra, "")
 		require.NoError(t, err, c.extra)
 		assert.Equal(t, c.want, n.Routing, c.extra)
 	}
 }
 
 func TestDefaults(t *testing.T) {
-	n, err := load(t, `"isDefaultGateway":true`, "")
+	n, err := loadConf(t, `"isDefaultGateway":true`, "")
 	require.NoError(t, err)
 	assert.Equal(t, DefaultBridge, n.Bridge)
 	assert.True(t, n.Conf.IsGateway, "isDefaultGateway implies isGateway")
@@ -139,7 +139,7 @@ func TestSeedManagementConfig(t *testing.T) {
 // matters with "vlan", so it is accepted either way.
 func TestPreserveDefaultVlanAccepted(t *testing.T) {
 	for _, v := range []string{"true", "false"} {
-		_, err := load(t, `"preserveDefaultVlan":`+v, "")
+		_, err := loadConf(t, `"preserveDefaultVlan":`+v, "")
 		assert.NoError(t, err, v)
 	}
 }
@@ -153,11 +153,11 @@ func TestUnknownFieldsIgnored(t *testing.T) {
 }
 
 func TestPodIdentityFromMultusArgs(t *testing.T) {
-	n, err := load(t, "", "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar")
+	n, err := loadConf(t, "", "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar")
 	require.NoError(t, err)
 	assert.Equal(t, Pod{Namespace: "ns", Name: "p"}, n.Pod)
 	assert.Equal(t, "ns/p", n.Pod.String())
-	assert.Equal(t, "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar", n.IPAMArgs)
+	assert.Equal(t, "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=;K8S_POD_UID=;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;FOO=bar", n.IPAMArgs)
 }
 
 // Known failure 5: Multus passes a dual-stack static request as a comma list
@@ -169,7 +169,7 @@ func TestDualStackStaticIPsFromMultus(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"10.20.0.52/24", "fd00::5/64"}, n.IPs)
 	assert.Equal(t, "0a:58:0a:14:00:34", n.MAC.String())
-	assert.Equal(t, "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;MAC=0a:58:0a:14:00:34", n.IPAMArgs)
+	assert.Equal(t, "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;MAC=0a:58:0a:14:00:34", n.IPAMArgs)
 
 	raw, err := n.IPAMConf(nil)
 	require.NoError(t, err)
@@ -185,7 +185,7 @@ func TestDualStackStaticIPsFromMultus(t *testing.T) {
 }
 
 func TestStaticIPSourcesMergedWithoutDuplicates(t *testing.T) {
-	n, err := load(t, `"runtimeConfig":{"ips":["10.240.10.5/24"]},"args":{"cni":{"ips":["10.240.10.5/24","10.240.10.6"],"other":1}}`, "IP=10.240.10.5/24")
+	n, err := loadConf(t, `"runtimeConfig":{"ips":["10.240.10.5/24"]},"args":{"cni":{"ips":["10.240.10.5/24","10.240.10.6"],"other":1}}`, "IP=10.240.10.5/24")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"10.240.10.5/24", "10.240.10.6"}, n.IPs)
 	raw, err := n.IPAMConf(nil)
@@ -195,10 +195,10 @@ func TestStaticIPSourcesMergedWithoutDuplicates(t *testing.T) {
 }
 
 func TestMACPrecedence(t *testing.T) {
-	n, err := load(t, `"runtimeConfig":{"mac":"0a:00:00:00:00:01"},"args":{"cni":{"mac":"0a:00:00:00:00:02"}}`, "MAC=0a:00:00:00:00:03")
+	n, err := loadConf(t, `"runtimeConfig":{"mac":"0a:00:00:00:00:01"},"args":{"cni":{"mac":"0a:00:00:00:00:02"}}`, "MAC=0a:00:00:00:00:03")
 	require.NoError(t, err)
 	assert.Equal(t, "0a:00:00:00:00:01", n.MAC.String())
-	n, err = load(t, "", "MAC=0a:00:00:00:00:03")
+	n, err = loadConf(t, "", "MAC=0a:00:00:00:00:03")
 	require.NoError(t, err)
 	assert.Equal(t, "0a:00:00:00:00:03", n.MAC.String())
 }
@@ -215,11 +215,12 @@ func TestIPAMConfWithNodeSlice(t *testing.T) {
 }
 
 func TestArgsParser(t *testing.T) {
-	a := ParseArgs("A=1;;B;C=x=y;A=2;IP=1.2.3.4")
+	a := ParseArgs("A=1;;B;C=x=y;A=2;IP=1.2.3.4;IgnoreUnknown=true")
 	assert.Equal(t, "2", a.Get("A"))
 	assert.Equal(t, "", a.Get("B"))
 	assert.Equal(t, "x=y", a.Get("C"))
-	assert.Equal(t, "A=1;B;C=x=y;A=2", a.WithoutIP())
+	assert.Equal(t, "IgnoreUnknown=1;A=1;A=2", a.ForIPAM(), "only what types.LoadArgs parses, never failing on unknown keys")
+	assert.Equal(t, "", ParseArgs("").ForIPAM())
 }
 
 func mustField(t *testing.T, raw []byte, key string) json.RawMessage {
@@ -278,4 +279,29 @@ func TestFamilies(t *testing.T) {
 		v4, v6, known := n.Families()
 		assert.Equal(t, []bool{c.v4, c.v6, c.known}, []bool{v4, v6, known}, c.conf)
 	}
+}
+
+// DEL and GC must work with what ADD would refuse now, so the attachment's
+// addresses are released.
+func TestLoadLenient(t *testing.T) {
+	n, problems, err := LoadLenient([]byte(`{`+base+`,"table":254,"vlan":5,"mtu":"1500"}`), "IP=10.240.10.90/24,bogus;MAC=zz")
+	require.NoError(t, err)
+	var msgs []string
+	for _, p := range problems {
+		msgs = append(msgs, p.Error())
+	}
+	assert.Len(t, problems, 5, "%v", msgs)
+	assert.Equal(t, "host-local", n.Conf.IPAM.Type, "what DEL needs survives")
+	assert.Equal(t, "net1", n.Conf.Name)
+	_, _, err = LoadLenient([]byte(`[1]`), "")
+	assert.Error(t, err, "not even an object")
+}
+
+func TestMissingVersionGetsTheNewestResult(t *testing.T) {
+	n, err := Load([]byte(`{"name":"net1","type":"multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`), "")
+	require.NoError(t, err)
+	assert.Equal(t, LatestVersion, n.ResultVersion())
+	n, err = loadConf(t, "", "")
+	require.NoError(t, err)
+	assert.Equal(t, "1.1.0", n.ResultVersion())
 }

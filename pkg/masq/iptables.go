@@ -106,6 +106,18 @@ func parseDescribe(s string) (Rule, bool) {
 	return r, true
 }
 
+// complete reports whether every iptables rule that makes up r is in the
+// chain: a rule's comment alone does not say its MASQUERADE is still there.
+func complete(t *iptables.IPTables, chain string, r Rule) (bool, error) {
+	for _, spec := range ruleSpecs(r) {
+		ok, err := t.Exists(natTable, chain, spec...)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
 func ruleSpecs(r Rule) [][]string {
 	comment := []string{"-m", "comment", "--comment", r.Describe()}
 	var specs [][]string
@@ -135,7 +147,16 @@ func (b *iptBackend) Ensure(_ context.Context, network string, rules []Rule) (bo
 				merged[i] = r
 			}
 		}
-		if exists && slices.EqualFunc(have, merged, func(a, b Rule) bool { return a.Describe() == b.Describe() }) {
+		intact := exists && slices.EqualFunc(have, merged, func(a, b Rule) bool { return a.Describe() == b.Describe() })
+		for _, r := range merged {
+			if !intact {
+				break
+			}
+			if intact, err = complete(t, chain, r); err != nil {
+				return changed, err
+			}
+		}
+		if intact {
 			if err := t.AppendUnique(natTable, postrouting, "-m", "comment", "--comment", jumpComment+network, "-j", chain); err != nil {
 				return changed, err
 			}
@@ -163,9 +184,13 @@ func (b *iptBackend) Verify(_ context.Context, network string, rules []Rule) err
 	chain := iptChain(network)
 	var missing []string
 	for t, want := range b.families(rules) {
-		have, _, err := current(t, chain)
+		exists, err := t.ChainExists(natTable, chain)
 		if err != nil {
 			return err
+		}
+		if !exists {
+			missing = append(missing, "chain "+chain)
+			continue
 		}
 		jump, err := t.Exists(natTable, postrouting, "-m", "comment", "--comment", jumpComment+network, "-j", chain)
 		if err != nil {
@@ -175,7 +200,11 @@ func (b *iptBackend) Verify(_ context.Context, network string, rules []Rule) err
 			missing = append(missing, fmt.Sprintf("jump from %s to %s", postrouting, chain))
 		}
 		for _, r := range want {
-			if !slices.ContainsFunc(have, func(o Rule) bool { return o.Describe() == r.Describe() }) {
+			ok, err := complete(t, chain, r)
+			if err != nil {
+				return err
+			}
+			if !ok {
 				missing = append(missing, fmt.Sprintf("%q", r.Describe()))
 			}
 		}

@@ -62,7 +62,7 @@ func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
 		return nil, err
 	}
 	c.log.Info("ADD done", "addresses", a.addressList(), "table", a.choice.Table, "priority", a.choice.Priority, "repeat", a.prior != nil)
-	return resultForVersion(a.result, c.net.Conf.CNIVersion)
+	return resultForVersion(a.result, c.net.ResultVersion())
 }
 
 // resultForVersion converts the result to the configuration's version.

@@ -66,7 +66,7 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 			return err
 		}
 	}
-	if err := checkNode(n, bridge.HostVethName(args.ContainerID, args.IfName)); err != nil {
+	if err := checkNode(n, bridge.HostVethName(args.ContainerID, args.IfName), prev); err != nil {
 		return err
 	}
 	pod, closePod := c.openPod(args.Netns)
@@ -111,10 +111,21 @@ func checkedChoice(n *config.Network, rec *store.Record) (rules.Choice, error) {
 		"the attachment was not added by this node's multi-bridge or its state was lost; DEL and ADD it again")
 }
 
-func checkNode(n *config.Network, hostVeth string) error {
+func checkNode(n *config.Network, hostVeth string, prev *current.Result) error {
 	br, err := bridge.Lookup(n.Bridge)
 	if err != nil {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("bridge %q: %v", n.Bridge, err), "")
+	}
+	if n.Conf.IsGateway {
+		addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_ALL)
+		if err != nil {
+			return err
+		}
+		for _, gw := range gatewayNets(prev) {
+			if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == gw.String() }) {
+				return types.NewError(types.ErrInternal, fmt.Sprintf("bridge %q lacks the gateway address %s", n.Bridge, gw), "an ADD on this network restores it")
+			}
+		}
 	}
 	host, err := netlinksafe.LinkByName(hostVeth)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -45,12 +46,17 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	ref := attachmentRef{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns}
 	if rec != nil {
 		ref = refOf(rec)
-		ref.Netns = args.Netns
+		if args.Netns != "" {
+			ref.Netns = args.Netns
+		}
+		// With an empty CNI_NETNS (the runtime's DEL after the container
+		// died) the recorded path still reaches the pod if it is alive, and
+		// the rules in it must go; openPod skips a path that is gone.
 	}
 	if prev, err := prevResultOf(c.net); err == nil && prev != nil {
 		ref.addAddrs(resultAddrs(prev))
 	}
-	pod, closePod := c.openPod(args.Netns)
+	pod, closePod := c.openPod(ref.Netns)
 	defer closePod()
 	if err := p.teardown(ctx, c, ref, pod, c.ipamArgs()); err != nil {
 		c.log.Error("DEL failed", "error", err)
@@ -140,6 +146,14 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 	}
 	if c.net.Layer3 {
 		conf, err := c.ipamConf(ref.Slice)
+		var cniErr *types.Error
+		if errors.As(err, &cniErr) && cniErr.Code == types.ErrTryAgainLater && !ref.Slice.IsValid() {
+			// No slice on this node and none recorded: no ADD can have
+			// allocated anything for this attachment.
+			c.log.Info("no node slice recorded or leased; nothing to release in IPAM")
+			err = store.New(c.net.DataDir(), c.net.Conf.Name).Delete(ref.ContainerID, ref.IfName)
+			return joinCNI(append(errs, err))
+		}
 		if err == nil {
 			a := *ipamArgs
 			a.ContainerID, a.IfName, a.NetNS = ref.ContainerID, ref.IfName, ref.Netns
@@ -157,16 +171,30 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 	return joinCNI(errs)
 }
 
-// joinCNI joins errors into one CNI error, keeping the code of the first
-// CNI error among them.
+// joinCNI joins errors into one CNI error, keeping the code and details of
+// the first CNI error among them (and each message once).
 func joinCNI(errs []error) error {
-	if len(errs) == 0 {
+	var msgs []string
+	var first *types.Error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var e *types.Error
+		if errors.As(err, &e) {
+			if first == nil {
+				first = e
+			}
+			msgs = append(msgs, e.Msg)
+			continue
+		}
+		msgs = append(msgs, err.Error())
+	}
+	switch {
+	case len(msgs) == 0:
 		return nil
+	case first != nil:
+		return types.NewError(first.Code, strings.Join(msgs, "; "), first.Details)
 	}
-	joined := errors.Join(errs...)
-	var e *types.Error
-	if errors.As(errs[0], &e) {
-		return types.NewError(e.Code, joined.Error(), e.Details)
-	}
-	return types.NewError(types.ErrInternal, joined.Error(), "")
+	return types.NewError(types.ErrInternal, strings.Join(msgs, "; "), "")
 }

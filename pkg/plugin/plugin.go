@@ -140,13 +140,26 @@ func (c *call) lockAttachment(containerID, ifName string) (func(), error) {
 }
 
 func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
-	n, err := config.Load(args.StdinData, args.Args)
+	// Tearing down must work with a configuration or CNI_ARGS that ADD
+	// would refuse now, or the attachment's addresses stay reserved.
+	teardown := verb == "DEL" || verb == "GC"
+	var n *config.Network
+	var problems []error
+	var err error
+	if teardown {
+		n, problems, err = config.LoadLenient(args.StdinData, args.Args)
+	} else {
+		n, err = config.Load(args.StdinData, args.Args)
+	}
 	if err != nil {
 		return nil, err
 	}
 	log, done := newLogger(n, p.opts.LogOutput)
 	log = log.With("verb", verb, "network", n.Conf.Name, "pod", n.Pod.String(),
 		"containerID", args.ContainerID, "ifname", args.IfName)
+	for _, problem := range problems {
+		log.Info("going on despite an invalid configuration", "problem", problem)
+	}
 	return &call{p: p, net: n, args: args, log: log, done: done}, nil
 }
 
@@ -166,6 +179,8 @@ func (c *call) ipamConf(recorded netip.Prefix) ([]byte, error) {
 }
 
 // nodeSlice is the slice ipamConf uses; zero for a network not sliced per node.
+// Without one, the attachment cannot have an address (ADD refuses before
+// IPAM): callers that tear down treat ErrNotLeased as nothing to release.
 func (c *call) nodeSlice(recorded netip.Prefix) (netip.Prefix, error) {
 	if c.net.Pool == nil || recorded.IsValid() {
 		return recorded, nil

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
 )
 
 // Status implements CNI STATUS: success means an ADD can be served now. The
@@ -20,6 +23,14 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	}
 	defer c.done()
 	n := c.net
+	if err := bridge.Usable(n.Bridge); err != nil {
+		return notAvailable(fmt.Sprintf("bridge %q", n.Bridge), err)
+	}
+	for _, dir := range []string{n.DataDir(), n.RuntimeDir()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return notAvailable("cannot keep state", err)
+		}
+	}
 	if n.Layer3 {
 		conf, err := c.ipamConf(netip.Prefix{})
 		if err != nil {

@@ -277,3 +277,15 @@ func TestAttachmentsWhoseNamesLookAlike(t *testing.T) {
 	assert.Equal(t, []string{"lo", "net1"}, linkNames(t, b.pod), "the first pod keeps its interface")
 	assert.Equal(t, []string{"net1/10.240.10.2", "net1/10.240.10.3"}, b.reservations())
 }
+
+// CNI_ARGS as some runtimes merge it: a pair without '=', one with two, an
+// unknown key and no IgnoreUnknown. The IPAM plugin only gets what it can
+// parse, led by IgnoreUnknown=1.
+func TestMalformedArgsDoNotFailADD(t *testing.T) {
+	b := newBed(t)
+	rt := b.rtc("net1")
+	rt.Args = [][2]string{{"K8S_POD_NAMESPACE", "demo"}, {"K8S_POD_NAME", "p"}, {"garbage", ""}, {"K", "a=b"}, {"SOMETHING_NEW", "x"}}
+	res, err := b.rt.Add(b.conf(net1(nil)), rt)
+	require.NoError(t, err)
+	assert.Equal(t, "10.240.10.2/24", res.IPs[0].Address.String())
+}

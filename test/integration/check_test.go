@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -29,6 +30,8 @@ func TestCheckDetectsDrift(t *testing.T) {
 			"masquerade rule missing in nftables chain inet multi-bridge masq-net1"},
 		{"bridge deleted", func(b *bed) { nettest.MustRun(t, b.node, "ip", "link", "del", "cni1") },
 			`bridge "cni1"`},
+		{"gateway removed", func(b *bed) { nettest.MustRun(t, b.node, "ip", "addr", "del", "10.240.10.1/24", "dev", "cni1") },
+			`bridge "cni1" lacks the gateway address 10.240.10.1/24`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -42,6 +45,22 @@ func TestCheckDetectsDrift(t *testing.T) {
 			assert.Contains(t, err.Error(), c.want)
 		})
 	}
+}
+
+// With the iptables backend, a MASQUERADE rule deleted by hand (its RETURN
+// rules, which carry the same comment, still there) is seen by CHECK and put
+// back by a repeated ADD.
+func TestCheckSeesMissingIPTablesMasquerade(t *testing.T) {
+	b := newBed(t)
+	conf := b.conf(net1(map[string]any{"ipMasq": true, "ipMasqBackend": "iptables", "cniVersion": "1.1.0"}))
+	b.mustAdd(conf, "net1")
+	masq := grep(b.onNode("iptables", "-t", "nat", "-S"), "-j MASQUERADE")
+	require.Len(t, masq, 1)
+	nettest.MustRun(t, b.node, "sh", "-c", "iptables -t nat "+strings.Replace(masq[0], "-A ", "-D ", 1))
+	assert.ErrorContains(t, b.rt.Check(conf, b.rtc("net1")), "masquerade state missing in iptables nat chain")
+	b.mustAdd(conf, "net1")
+	require.NoError(t, b.rt.Check(conf, b.rtc("net1")))
+	assert.Len(t, grep(b.onNode("iptables", "-t", "nat", "-S"), "-j MASQUERADE"), 1)
 }
 
 func TestCheckWithAutomaticTable(t *testing.T) {

@@ -49,9 +49,44 @@ func TestDelWithEmptyNetns(t *testing.T) {
 	rt := b.rtc("net1")
 	rt.NetNS = ""
 	require.NoError(t, b.rt.Del(conf, rt))
-	// The host veth is found by its derived name, and with it the pod end goes.
+	// The host veth is found by its derived name, and with it the pod end
+	// goes; the recorded netns path still reaches the live pod's rules.
 	assertReleased(t, b)
 	assert.Equal(t, []string{"lo"}, linkNames(t, b.pod))
+	assert.Empty(t, b.podRules("-4"))
+	b.mustAdd(conf, "net1")
+	assert.Equal(t, []string{"101: from 10.240.10.3 lookup 1"}, b.podRules("-4"), "the pod can be attached again")
+}
+
+// DEL works with a configuration and CNI_ARGS that ADD would refuse now (a
+// NAD edited since the ADD, a typo in the pod's annotation): otherwise the
+// attachment could never be torn down and its address stays reserved.
+func TestDelWithWhatADDWouldRefuse(t *testing.T) {
+	b := newBed(t)
+	b.mustAdd(b.conf(net1(nil)), "net1")
+	edited := b.conf(net1(map[string]any{"table": 254, "vlan": 5, "mtu": "1500"}))
+	rt := b.rtc("net1")
+	rt.Args = parseArgs(multusArgs + ";IP=10.240.10.90/24,bogus;MAC=zz")
+	_, err := b.rt.Add(edited, rt)
+	require.Error(t, err, "ADD refuses it")
+	require.NoError(t, b.rt.DelWithoutPrevResult(edited, rt))
+	assert.Equal(t, []string{"lo"}, linkNames(t, b.pod))
+	assert.Empty(t, b.podRules("-4"))
+	assertReleased(t, b)
+}
+
+// A nodeSubnets network whose slice this node does not have: ADD fails
+// (retryable), and the DEL Multus sends next has nothing to release.
+func TestDelWithoutNodeSlice(t *testing.T) {
+	b := newBed(t)
+	conf := b.conf(map[string]any{"name": "pooled", "bridge": "cni1", "isGateway": true,
+		"nodeSubnets": map[string]any{"pool": "10.240.0.0/16", "size": 24}, "ipam": map[string]any{"type": "host-local"}})
+	_, err := b.add(conf, "net1")
+	require.Error(t, err)
+	require.NoError(t, b.rt.DelWithoutPrevResult(conf, b.rtc("net1")))
+	rt := b.rtc("net1")
+	rt.NetNS = ""
+	require.NoError(t, b.rt.DelWithoutPrevResult(conf, rt))
 }
 
 // Known failure 4: masquerade state with DEL after the netns is gone and

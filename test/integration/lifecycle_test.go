@@ -55,6 +55,8 @@ echo '{"cniVersion":"1.1.0","code":4,"msg":"only STATUS is implemented"}'; exit 
 			`IPAM plugin "host-local" is not ready: IPAM plugin "host-local" not found in CNI_PATH`},
 		{"IPAM plugin not ready", func(t *testing.T) string { return cniDir(t, nil, map[string]string{"pool-ipam": failingIPAM}) },
 			net1(map[string]any{"ipam": map[string]any{"type": "pool-ipam"}}), 50, `IPAM plugin "pool-ipam" is not ready: address pool unreachable`},
+		{"bridge name taken", func(t *testing.T) string { return cniDir(t, []string{"host-local"}, nil) },
+			net1(map[string]any{"bridge": "uplink0"}), 50, `bridge "uplink0": interface "uplink0" exists on the node and is a veth, not a bridge`},
 		{"node slice not leased", func(t *testing.T) string { return cniDir(t, []string{"host-local"}, nil) },
 			map[string]any{"name": "pooled", "bridge": "cni1", "nodeSubnets": map[string]any{"pool": "10.240.0.0/16", "size": 24}, "ipam": map[string]any{"type": "host-local"}},
 			50, `cannot serve ADD: this node has no slice of network "pooled"'s pool 10.240.0.0/16 yet`},
@@ -62,6 +64,7 @@ echo '{"cniVersion":"1.1.0","code":4,"msg":"only STATUS is implemented"}'; exit 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			b := newBed(t)
+			nettest.MustRun(t, b.node, "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1")
 			c.conf["cniVersion"] = "1.1.0"
 			list := nettest.List(t, b.conf(c.conf))
 			rt := &nettest.Runtime{Node: b.node, CNI: libcni.NewCNIConfigWithCacheDir([]string{c.bin(t)}, b.rt.CacheDir, nil)}

@@ -134,6 +134,29 @@ func TestNADAsMultusDeliversIt(t *testing.T) {
 	assertReleased(t, b)
 }
 
+// A NAD without cniVersion: libcni passes the single configuration on
+// without one, and the plugin answers with its newest result, whose
+// interfaces Multus turns into a network-status entry (a 0.1.0 result has
+// none).
+func TestNADWithoutCNIVersion(t *testing.T) {
+	b := newBed(t)
+	nad, conf := nadConfig(t, "net1.yaml")
+	pc := withDirs(t, b.dirs, conf, func(m map[string]any) { delete(m, "cniVersion") })
+	require.NotContains(t, string(pc.Bytes), "cniVersion")
+	res, err := b.rt.AddRaw(pc, b.rtc("net1"))
+	require.NoError(t, err)
+	assert.Equal(t, "1.1.0", res.Version())
+	statuses, err := nadutils.CreateNetworkStatuses(res, nad.Namespace+"/"+nad.Name, false, nil)
+	require.NoError(t, err)
+	require.Len(t, statuses, 1)
+	assert.Equal(t, "net1", statuses[0].Interface)
+	assert.Equal(t, []string{"10.240.10.2"}, statuses[0].IPs)
+	// libcni's own DelNetwork refuses a configuration without version
+	// (Multus adds its own version for DEL); the plugin's DEL takes it.
+	require.NoError(t, b.rt.DelWithoutPrevResult(pc, b.rtc("net1")))
+	assertReleased(t, b)
+}
+
 // Multus appends MAC= and IP= to CNI_ARGS for a selection's mac and ips;
 // capability args carry them too. Both IPAM plugins honour them.
 func TestStaticRequestsFromMultus(t *testing.T) {
