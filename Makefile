@@ -80,6 +80,24 @@ test: deps ipam-plugins cnitool vet
 clean:
 	rm -rf $(BIN)
 
+# The container image (images/Dockerfile): the agent and the plugin it
+# installs. Needs a container engine; says so when there is none.
+IMAGE     ?= ghcr.io/multi-bridge-cni/multi-bridge
+IMAGE_TAG ?= $(VERSION)
+.PHONY: image
+image:
+	@engine=""; \
+	for e in docker podman; do \
+		if command -v $$e >/dev/null 2>&1 && $$e info >/dev/null 2>&1; then engine=$$e; break; fi; \
+	done; \
+	if [ -z "$$engine" ]; then \
+		echo "make image: no usable container engine (docker or podman with a running daemon/service) on this machine;" >&2; \
+		echo "  install one, or build elsewhere: docker build -f images/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(IMAGE_TAG) ." >&2; \
+		exit 1; \
+	fi; \
+	echo "$$engine build -f images/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(IMAGE_TAG) ."; \
+	$$engine build -f images/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(IMAGE_TAG) .
+
 # ---------------------------------------------------------------------------
 # Node agent (many nodes): end-to-end tests, cluster demo and benchmark
 # against a real kube-apiserver + etcd (hack/apiserver.sh). The first

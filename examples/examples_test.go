@@ -100,7 +100,17 @@ func loadNADConfig(t *testing.T, nad *nadv1.NetworkAttachmentDefinition) []*conf
 
 func TestManifests(t *testing.T) {
 	docs := manifests(t, ".")
-	nads := map[string]*nadv1.NetworkAttachmentDefinition{} // namespace/name
+	// The example networks for many nodes ship with the deployment: the same
+	// net1 and net2, with a pool sliced per node instead of a fixed subnet.
+	for path, list := range manifests(t, filepath.Join("..", "deploy", "examples")) {
+		docs[path] = list
+	}
+	type located struct {
+		path string
+		nad  *nadv1.NetworkAttachmentDefinition
+	}
+	var nads []located
+	defined := map[string]bool{} // namespace/name
 	var pods []*corev1.Pod
 	for path, list := range docs {
 		for _, doc := range list {
@@ -109,11 +119,11 @@ func TestManifests(t *testing.T) {
 				var nad nadv1.NetworkAttachmentDefinition
 				require.NoError(t, json.Unmarshal(doc, &nad), path)
 				assert.Equal(t, "k8s.cni.cncf.io/v1", nad.APIVersion, path)
-				ns := nad.Namespace
-				if ns == "" {
-					ns = "default"
+				if nad.Namespace == "" {
+					nad.Namespace = "default"
 				}
-				nads[ns+"/"+nad.Name] = &nad
+				nads = append(nads, located{path, &nad})
+				defined[nad.Namespace+"/"+nad.Name] = true
 			case "Pod":
 				var pod corev1.Pod
 				require.NoError(t, json.Unmarshal(doc, &pod), path)
@@ -121,23 +131,27 @@ func TestManifests(t *testing.T) {
 			}
 		}
 	}
-	require.Contains(t, nads, "default/net1")
-	require.Contains(t, nads, "default/net2")
-	require.Contains(t, nads, "kube-system/mgmt")
+	for _, want := range []string{"default/net1", "default/net2", "kube-system/mgmt"} {
+		assert.True(t, defined[want], "no example NAD %s", want)
+	}
 	require.NotEmpty(t, pods)
 
-	for key, nad := range nads {
-		for _, n := range loadNADConfig(t, nad) {
-			assert.Equal(t, nad.Name, n.Conf.Name, "%s: Multus names the network after the NAD when the config does not", key)
+	pooled := map[string]bool{}
+	for _, l := range nads {
+		for _, n := range loadNADConfig(t, l.nad) {
+			assert.Equal(t, l.nad.Name, n.Conf.Name, "%s: Multus names the network after the NAD when the config does not", l.path)
+			if n.Pool != nil {
+				pooled[l.path] = true
+			}
 		}
 	}
+	assert.Len(t, pooled, 2, "deploy/examples: net1 and net2 with nodeSubnets")
 	for _, pod := range pods {
 		sels, err := nadutils.ParsePodNetworkAnnotation(pod)
 		require.NoError(t, err, pod.Name)
 		seen := map[string]bool{}
 		for _, s := range sels {
-			_, ok := nads[s.Namespace+"/"+s.Name]
-			assert.True(t, ok, "pod %s selects %s/%s, which no example NAD defines", pod.Name, s.Namespace, s.Name)
+			assert.True(t, defined[s.Namespace+"/"+s.Name], "pod %s selects %s/%s, which no example NAD defines", pod.Name, s.Namespace, s.Name)
 			assert.False(t, seen[s.InterfaceRequest], "pod %s: interface %s requested twice", pod.Name, s.InterfaceRequest)
 			seen[s.InterfaceRequest] = true
 		}

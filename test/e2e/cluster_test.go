@@ -77,7 +77,7 @@ func (n narrator) show(who, out string, cmd ...string) {
 
 // nodeConfs are the three networks' configurations as each node's plugin
 // gets them: the management network from examples/cluster (a file of the
-// node's CNI conf dir), net1 and net2 from the NADs of examples/cluster. Each
+// node's CNI conf dir), net1 and net2 from the example NADs of deploy/examples. Each
 // node has its own state, IPAM and runtime directories, as each node has its
 // own filesystem in a real cluster.
 func nodeConfs(t *testing.T, n *node, nads map[string]string) []*attachment {
@@ -98,12 +98,12 @@ func nodeConfs(t *testing.T, n *node, nads map[string]string) []*attachment {
 	return out
 }
 
-// exampleNADs creates the NADs of examples/cluster and returns their configs.
+// exampleNADs creates the example NADs of deploy/examples and returns their configs.
 func exampleNADs(t *testing.T, s *suite) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, f := range []string{"net1.yaml", "net2.yaml"} {
-		objs, err := kubetest.ReadManifests(filepath.Join(kubetest.RepoRoot(), "examples", "cluster", f))
+		objs, err := kubetest.ReadManifests(filepath.Join(kubetest.RepoRoot(), "deploy", "examples", f))
 		require.NoError(t, err)
 		for _, o := range objs {
 			require.NoError(t, s.server.CreateObject(ctxT(t), o))

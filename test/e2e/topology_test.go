@@ -85,10 +85,16 @@ func (c *testCluster) addNode(name, ip, podCIDR string) *node {
 // start starts n's agent; it is stopped when the test ends, and its log
 // shown when the test failed.
 func (c *testCluster) start(n *node) {
+	c.t.Helper()
+	c.startWith(n, c.s.server.Kubeconfig)
+}
+
+// startWith starts n's agent with the credentials of kubeconfig.
+func (c *testCluster) startWith(n *node, kubeconfig string) {
 	t := c.t
 	t.Helper()
 	a, err := kubetest.StartAgent(kubetest.AgentOptions{
-		Binary: c.s.agentBin, Node: n.name, Kubeconfig: c.s.server.Kubeconfig,
+		Binary: c.s.agentBin, Node: n.name, Kubeconfig: kubeconfig,
 		RuntimeDir: n.runtimeDir, NetNS: n.ns.Path(), CNIConfDir: n.confDir, LogFile: n.logFile,
 	})
 	if err != nil {

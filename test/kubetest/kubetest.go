@@ -75,7 +75,7 @@ func StartServer(parent string) (*Server, error) {
 		s.Stop()
 		return nil, err
 	}
-	for _, f := range []string{"deploy/crds/subnetlease.yaml", "test/kubetest/testdata/nad-crd.yaml"} {
+	for _, f := range []string{"deploy/crds/subnetlease.yaml", "deploy/nad-crd/network-attachment-definitions.yaml"} {
 		if err := s.ApplyCRD(filepath.Join(RepoRoot(), f)); err != nil {
 			s.Stop()
 			return nil, err
