@@ -133,53 +133,52 @@ func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
 		return nil, fmt.Errorf("netlink in pod netns: %w", err)
 	}
 	a := &addition{p: p, c: c, podNS: podNS, pod: &pod, store: store.New(c.net.DataDir(), c.net.Conf.Name)}
-	if err := bridge.Usable(c.net.Bridge); err != nil {
+	if err := a.prepare(ctx); err != nil {
 		a.close()
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"bridge\" %q: %v", c.net.Bridge, err),
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *addition) prepare(ctx context.Context) error {
+	c := a.c
+	if err := bridge.Usable(c.net.Bridge); err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"bridge\" %q: %v", c.net.Bridge, err),
 			"name another bridge in the network configuration")
 	}
 	if err := a.detectRepeat(ctx); err != nil {
-		a.close()
-		return nil, err
+		return err
 	}
 	if err := a.checkDefaultRoute(); err != nil {
-		a.close()
-		return nil, err
+		return err
 	}
-	if c.net.Layer3 && a.prior == nil {
-		// Without this node's slice there is nothing to allocate from: refuse
-		// before changing anything.
+	if !c.net.Layer3 {
+		return nil
+	}
+	var ours []netip.Addr
+	if a.prior != nil {
+		ours = recordAddrs(a.prior)
+	} else {
+		// Without this node's slice there is nothing to allocate from:
+		// refuse before changing anything.
+		var err error
 		if a.slice, err = c.nodeSlice(netip.Prefix{}); err != nil {
-			a.close()
-			return nil, err
+			return err
 		}
 	}
-	if c.net.Layer3 {
-		var ours []netip.Addr
-		if a.prior != nil {
-			ours = recordAddrs(a.prior)
-		}
-		podRules, err := a.pod.RuleList(netlink.FAMILY_ALL)
-		if err != nil {
-			a.close()
-			return nil, fmt.Errorf("listing the pod's rules: %w", err)
-		}
-		owners, err := podif.Addresses(a.pod)
-		if err != nil {
-			a.close()
-			return nil, fmt.Errorf("listing the pod's addresses: %w", err)
-		}
-		a.choice, err = rules.Choose(c.net.Routing, c.args.IfName, ours, rules.PodRules{Rules: podRules, Owners: owners})
-		if err != nil {
-			a.close()
-			return nil, err
-		}
-		if err := a.planReplacement(); err != nil {
-			a.close()
-			return nil, err
-		}
+	podRules, err := a.pod.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("listing the pod's rules: %w", err)
 	}
-	return a, nil
+	owners, err := podif.Addresses(a.pod)
+	if err != nil {
+		return fmt.Errorf("listing the pod's addresses: %w", err)
+	}
+	a.choice, err = rules.Choose(c.net.Routing, c.args.IfName, ours, rules.PodRules{Rules: podRules, Owners: owners})
+	if err != nil {
+		return err
+	}
+	return a.planReplacement()
 }
 
 // planReplacement: a repeated ADD whose configuration now asks for another
