@@ -10,7 +10,7 @@ CNI_BIN         := $(BIN)/cni
 # Pinned versions of what tests and the demo run besides our own code.
 PLUGINS_VERSION := v1.10.0
 CNITOOL_VERSION := v1.3.1
-VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION         ?= $(shell hack/version.sh)
 LDFLAGS         := -X main.Version=$(VERSION)
 
 export GOFLAGS  := -buildvcs=false
@@ -83,7 +83,7 @@ clean:
 # The container image (images/Dockerfile): the agent and the plugin it
 # installs. Needs a container engine; says so when there is none.
 IMAGE     ?= ghcr.io/multi-bridge-cni/multi-bridge
-IMAGE_TAG ?= $(VERSION)
+IMAGE_TAG ?= $(subst +,-,$(VERSION))
 .PHONY: image
 image:
 	@engine=""; \

@@ -39,6 +39,9 @@ func main() {
 	} else {
 		err = run(os.Args[1:])
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "multi-bridge-agent:", err)
 		os.Exit(1)
@@ -55,21 +58,22 @@ func (f cniConfigFlags) target() string {
 	return filepath.Join(*f.confDir, filepath.Base(*f.config))
 }
 
-func (f cniConfigFlags) write() error {
+// read returns the configuration to write, checked; nil when none is asked.
+func (f cniConfigFlags) read() ([]byte, error) {
 	if *f.config == "" {
-		return nil
+		return nil, nil
 	}
 	if *f.confDir == "" {
-		return errors.New("--cni-config needs --cni-conf-dir")
+		return nil, errors.New("--cni-config needs --cni-conf-dir")
 	}
 	data, err := os.ReadFile(*f.config)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := config.Load(data, ""); err != nil {
-		return fmt.Errorf("--cni-config %s: %w", *f.config, err)
+	if err := install.ValidateConfig(data); err != nil {
+		return nil, fmt.Errorf("--cni-config %s: %w", *f.config, err)
 	}
-	return install.Config(f.target(), data)
+	return data, nil
 }
 
 func runInstall(args []string) error {
@@ -84,16 +88,24 @@ func runInstall(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	out, err := install.Binary{Source: *plugin, Version: Version, Dir: *binDir, Name: "multi-bridge", Force: *force}.Install()
+	cf := cniConfigFlags{confDir: confDir, config: conf}
+	data, err := cf.read() // checked before anything is installed
 	if err != nil {
 		return err
 	}
-	fmt.Printf("multi-bridge %s: %s in %s\n", Version, out, *binDir)
-	cf := cniConfigFlags{confDir: confDir, config: conf}
-	if err := cf.write(); err != nil {
+	version, err := install.VersionOf(*plugin)
+	if err != nil {
+		return fmt.Errorf("--plugin %s: cannot read its version: %w", *plugin, err)
+	}
+	out, err := install.Binary{Source: *plugin, Version: version, Dir: *binDir, Name: "multi-bridge", Force: *force}.Install()
+	if err != nil {
 		return err
 	}
-	if *conf != "" {
+	fmt.Printf("multi-bridge %s: %s in %s\n", version, out, *binDir)
+	if data != nil {
+		if err := install.Config(cf.target(), data); err != nil {
+			return err
+		}
 		fmt.Printf("network configuration written to %s\n", cf.target())
 	}
 	return nil
@@ -107,7 +119,7 @@ func run(args []string) error {
 		runtimeDir   = fs.String("runtime-dir", config.DefaultRuntimeDir, "the plugin's runtimeDir: the node's slices are written to <dir>/subnets")
 		netnsPath    = fs.String("netns", "", "manage routes in this network namespace (path, e.g. /run/netns/x) instead of the agent's own")
 		confDir      = fs.String("cni-conf-dir", "", "also read networks from the CNI configuration files here (e.g. /etc/cni/net.d)")
-		conf         = fs.String("cni-config", "", "a network configuration to write into --cni-conf-dir at start (atomically)")
+		conf         = fs.String("cni-config", "", "a network configuration to write into --cni-conf-dir (atomically) once this node's slices are leased")
 		removeOnExit = fs.Bool("remove-cni-config-on-exit", false, "remove the --cni-config file again when the agent stops")
 		healthAddr   = fs.String("health-addr", ":9809", "address of /healthz, /readyz and /metrics (empty: none)")
 		resync       = fs.Duration("resync", 30*time.Second, "period of full reconciles")
@@ -131,26 +143,42 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	cf := cniConfigFlags{confDir: confDir, config: conf}
+	data, err := cf.read()
+	if err != nil {
+		return err
+	}
 	a, err := agent.New(agent.Options{
-		NodeName: *nodeName, Config: cfg, RuntimeDir: *runtimeDir, CNIConfDir: *confDir,
+		NodeName: *nodeName, Config: cfg, RuntimeDir: *runtimeDir, CNIConfDir: *confDir, CNIConfig: data,
 		NetNS: *netnsPath, Resync: *resync, Log: log,
 	})
 	if err != nil {
 		return err
 	}
-	cf := cniConfigFlags{confDir: confDir, config: conf}
-	if err := cf.write(); err != nil {
-		return err
-	}
-	if *conf != "" && *removeOnExit {
-		defer func() {
-			if err := install.RemoveConfig(cf.target()); err != nil {
-				log.Error("removing the network configuration", "path", cf.target(), "error", err)
-			}
-		}()
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if data != nil {
+		// Only once the node holds its slices: a runtime that finds the
+		// configuration sends pods, and until then ADD would fail (error 11).
+		go func() {
+			select {
+			case <-a.Ready():
+				if err := install.Config(cf.target(), data); err != nil {
+					log.Error("writing the network configuration", "path", cf.target(), "error", err)
+					return
+				}
+				log.Info("network configuration written", "path", cf.target())
+			case <-ctx.Done():
+			}
+		}()
+		if *removeOnExit {
+			defer func() {
+				if err := install.RemoveConfig(cf.target()); err != nil {
+					log.Error("removing the network configuration", "path", cf.target(), "error", err)
+				}
+			}()
+		}
+	}
 	if *healthAddr != "" {
 		ln, err := net.Listen("tcp", *healthAddr)
 		if err != nil {

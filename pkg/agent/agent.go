@@ -82,6 +82,10 @@ type Options struct {
 	// CNIConfDir, when set, is read for networks too (the cluster-default
 	// network is a file there, not a NAD).
 	CNIConfDir string
+	// CNIConfig is a network configuration the agent is about to install
+	// into CNIConfDir once the node is ready: its networks count from the
+	// start, so that "ready" includes their slices.
+	CNIConfig []byte
 	// NetNS, when set, is the network namespace whose routes the agent
 	// manages; default its own.
 	NetNS string
@@ -114,6 +118,9 @@ type Agent struct {
 
 	dirty chan struct{}
 	stats stats
+	// ready is closed after the first reconcile that succeeded.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu   sync.Mutex
 	held map[string]lease.Lease // network -> this node's lease
@@ -162,7 +169,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{
 		opts: opts, log: opts.Log.With("node", opts.NodeName), kube: kube, dyn: dyn,
 		leases: lease.NewClient(dyn), kernel: kernel,
-		dirty: make(chan struct{}, 1), held: map[string]lease.Lease{},
+		dirty: make(chan struct{}, 1), ready: make(chan struct{}), held: map[string]lease.Lease{},
 		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{},
 	}
 	a.stats.s.Problems = map[string]int{}
@@ -171,6 +178,10 @@ func New(opts Options) (*Agent, error) {
 
 // Stats returns a snapshot of the agent's counters.
 func (a *Agent) Stats() Stats { return a.stats.snapshot() }
+
+// Ready is closed once a reconcile has succeeded: this node's slices are
+// leased and written, so the plugin can serve ADD.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // trigger asks for a reconcile; requests while one is pending merge.
 func (a *Agent) trigger() {
@@ -307,10 +318,17 @@ func (a *Agent) startNADInformer(ctx context.Context) {
 }
 
 func (a *Agent) readConfDir() {
-	if a.opts.CNIConfDir == "" {
-		return
+	a.fileNets, a.fileErrs = nil, nil
+	if a.opts.CNIConfDir != "" {
+		a.fileNets, a.fileErrs = ReadConfDir(a.opts.CNIConfDir)
 	}
-	a.fileNets, a.fileErrs = ReadConfDir(a.opts.CNIConfDir)
+	if a.opts.CNIConfig != nil {
+		nets, err := ParseConfig(a.opts.CNIConfig, "--cni-config")
+		if err != nil {
+			a.fileErrs = append(a.fileErrs, err)
+		}
+		a.fileNets = append(a.fileNets, nets...)
+	}
 }
 
 // leaseGone forgets this node's lease when its object is deleted (by an
@@ -392,6 +410,9 @@ func (a *Agent) reportConfig(bad map[string]string) {
 func (a *Agent) reconcile(ctx context.Context) error {
 	start := time.Now()
 	err := a.reconcileOnce(ctx)
+	if err == nil {
+		a.readyOnce.Do(func() { close(a.ready) })
+	}
 	a.stats.update(func(s *Stats) {
 		s.Reconciles++
 		s.LastReconcile = time.Now()
@@ -522,12 +543,12 @@ func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, p
 		l, err := a.ensureLease(ctx, n, self)
 		var ex *lease.ExhaustedError
 		if errors.As(err, &ex) {
+			// A problem of that network (an Event, a metric), not of the
+			// agent: its other networks are served and it stays ready. A
+			// lease released anywhere triggers the next try.
 			problems[ReasonPoolExhausted]++
 			a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
-			if rmErr := a.removeFile(dir, n.Name); rmErr != nil {
-				return false, rmErr
-			}
-			return false, err
+			return false, a.removeFile(dir, n.Name)
 		}
 		if err != nil {
 			return false, err

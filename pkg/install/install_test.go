@@ -64,7 +64,13 @@ func TestVersionCheck(t *testing.T) {
 		{"v2.0.0", "v1.0.0", false, KeptNewer},
 		{"v2.0.0", "v1.0.0", true, Installed},
 		{"v0.9.0", "v1.0.0", false, Installed},
-		{"v1.0.0", "dev", false, KeptNewer},
+		// A build after a tag (hack/version.sh) has the tag's precedence:
+		// it replaces the tag's binary, not a newer release.
+		{"v0.1.0", "v0.1.0+3.gabcdef0", false, Installed},
+		{"v0.1.0+5.g1234567", "v0.1.0", false, Installed},
+		{"v0.2.0", "v0.1.0+3.gabcdef0", false, KeptNewer},
+		// Unversioned builds never block an install.
+		{"v1.0.0", "dev", false, Installed},
 		{"dev", "v1.0.0", false, Installed},
 		{"garbage", "v1.0.0", false, Installed},
 	}
@@ -78,6 +84,25 @@ func TestVersionCheck(t *testing.T) {
 		got, _ := os.ReadFile(filepath.Join(dir, "p"))
 		assert.Equal(t, map[Outcome]string{Installed: "ours", KeptNewer: "theirs"}[c.want], string(got), "%+v", c)
 	}
+}
+
+// What a killed install left (a partial temporary file) goes with the next
+// install, and a same-content binary that lost its mode is made executable.
+func TestInstallRepairs(t *testing.T) {
+	src, dir := filepath.Join(t.TempDir(), "p"), t.TempDir()
+	write(t, src, "ours")
+	write(t, filepath.Join(dir, ".p.tmp-123456"), "half a bin")
+	b := Binary{Source: src, Version: "v1.0.0", Dir: dir, Name: "p"}
+	_, err := b.Install()
+	require.NoError(t, err)
+	assert.Empty(t, tempFiles(t, dir))
+	require.NoError(t, os.Chmod(filepath.Join(dir, "p"), 0o644))
+	out, err := b.Install()
+	require.NoError(t, err)
+	assert.Equal(t, AlreadyCurrent, out)
+	fi, err := os.Stat(filepath.Join(dir, "p"))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
 }
 
 func TestFailedInstallLeavesNoTemporaryFile(t *testing.T) {
@@ -157,14 +182,34 @@ func TestReplaceWhileExecuting(t *testing.T) {
 	assert.Empty(t, tempFiles(t, dir))
 
 	// Last install was v0.1.0 (forced); v0.2.0 on top, then v0.1.0 without
-	// force: the real version check keeps v0.2.0.
-	out, err := Binary{Source: v2, Version: "v0.2.0", Dir: dir, Name: "multi-bridge"}.Install()
+	// force: the real version check, reading both binaries' versions, keeps
+	// v0.2.0.
+	out, err := Binary{Source: v2, Dir: dir, Name: "multi-bridge"}.Install()
 	require.NoError(t, err)
 	assert.Equal(t, Installed, out)
-	out, err = Binary{Source: v1, Version: "v0.1.0", Dir: dir, Name: "multi-bridge"}.Install()
+	out, err = Binary{Source: v1, Dir: dir, Name: "multi-bridge"}.Install()
 	require.NoError(t, err)
 	assert.Equal(t, KeptNewer, out)
-	out, err = Binary{Source: v2, Version: "v0.2.0", Dir: dir, Name: "multi-bridge"}.Install()
+	out, err = Binary{Source: v2, Dir: dir, Name: "multi-bridge"}.Install()
 	require.NoError(t, err)
 	assert.Equal(t, AlreadyCurrent, out, "a second install of the same version is a no-op")
+}
+
+func TestValidateConfig(t *testing.T) {
+	good := `{"cniVersion":"1.1.0","name":"mgmt","type":"multi-bridge","bridge":"cni0","table":0,"ipam":{"type":"host-local","subnet":"10.240.0.0/24"}}`
+	list := `{"cniVersion":"1.1.0","name":"mgmt","plugins":[{"type":"multi-bridge","bridge":"cni0","table":%s,"ipam":{"type":"host-local","subnet":"10.240.0.0/24"}},{"type":"portmap"}]}`
+	for _, c := range []struct{ conf, err string }{
+		{good, ""},
+		{strings.Replace(list, "%s", "0", 1), ""},
+		{strings.Replace(list, "%s", "254", 1), `invalid "table" 254`},
+		{`{"cniVersion":"1.1.0","name":"cbr0","type":"flannel"}`, `no plugin of type "multi-bridge"`},
+		{`not json`, "not a CNI network configuration"},
+	} {
+		err := ValidateConfig([]byte(c.conf))
+		if c.err == "" {
+			assert.NoError(t, err, c.conf)
+		} else {
+			assert.ErrorContains(t, err, c.err, c.conf)
+		}
+	}
 }

@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -209,3 +210,35 @@ func sortedUnique(in []string) []string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The cluster-default network's configuration, given with --cni-config, is
+// written into the conf dir only once the node holds its slices (so the
+// runtime does not send pods the plugin cannot serve yet), and removed when
+// the agent stops (--remove-cni-config-on-exit).
+func TestAgentWritesCNIConfigOnceReady(t *testing.T) {
+	s := setup(t)
+	c := newCluster(t, s)
+	n := c.addNode("conf-node1", "192.0.2.11", "10.240.3.0/24")
+	src := filepath.Join(kubetest.RepoRoot(), "examples", "cluster", "00-mgmt.conf")
+	target := filepath.Join(n.confDir, "00-mgmt.conf")
+	a, err := kubetest.StartAgent(kubetest.AgentOptions{
+		Binary: s.agentBin, Node: n.name, Kubeconfig: s.server.Kubeconfig, RuntimeDir: n.runtimeDir,
+		NetNS: n.ns.Path(), CNIConfDir: n.confDir, LogFile: n.logFile,
+		ExtraArgs: []string{"--cni-config", src, "--remove-cni-config-on-exit"},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { a.Kill() })
+	eventually(t, converge, "the configuration written", func() (bool, string) {
+		_, err := os.Stat(target)
+		return err == nil, fmt.Sprint(err)
+	})
+	// Written after the slice: the plugin can serve ADD as soon as the
+	// runtime sees the file.
+	assert.Equal(t, "10.240.3.0/24", slicesFile(t, n, "mgmt"))
+	want, _ := os.ReadFile(src)
+	got, err := os.ReadFile(target)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	require.NoError(t, a.Stop())
+	assert.NoFileExists(t, target, "removed when the agent stops")
+}

@@ -46,6 +46,8 @@ type AgentOptions struct {
 	// HealthAddr is where the agent serves /healthz, /readyz and /metrics;
 	// default a free port on 127.0.0.1 (several agents share this host).
 	HealthAddr string
+	// ExtraArgs are appended to the command line.
+	ExtraArgs []string
 }
 
 // Agent is a running multi-bridge-agent process.
@@ -77,6 +79,7 @@ func StartAgent(o AgentOptions) (*Agent, error) {
 		o.HealthAddr = addr
 	}
 	args = append(args, "--health-addr", o.HealthAddr)
+	args = append(args, o.ExtraArgs...)
 	log, err := os.OpenFile(o.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err

@@ -54,6 +54,12 @@ func Handler(stats StatsFunc, resync time.Duration, now func() time.Time) http.H
 			http.Error(w, "last reconcile failed: "+s.LastError, http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintf(w, "ok: %d of %d networks leased, %d routes\n", s.LeasesHeld, s.Networks, s.RoutesProgrammed)
+			// Problems of single networks (a pool exhausted, a node on
+			// another segment) are reported, not made the agent's: a
+			// DaemonSet rollout must not stall on one bad network.
+			for reason, n := range s.Problems {
+				fmt.Fprintf(w, "problem: %s x%d\n", reason, n)
+			}
 		}
 	})
 	return mux
