@@ -25,14 +25,12 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -68,6 +66,7 @@ const (
 	ReasonNoPodCIDR      = "NoPodCIDR"
 	ReasonRouteConflict  = "RouteConflict"
 	ReasonBadNetwork     = "InvalidNetworkConfig"
+	ReasonBadSubnetFile  = "InvalidSubnetFile"
 )
 
 // Options configure an agent.
@@ -347,65 +346,6 @@ func (a *Agent) leaseGone(obj any) {
 	}
 }
 
-// networks merges the conf dir's and the NADs' definitions, reporting the
-// invalid and conflicting ones.
-func (a *Agent) networks() map[string]Network {
-	defs := slices.Clone(a.fileNets)
-	bad := map[string]string{}
-	for _, err := range a.fileErrs {
-		bad["file:"+err.Error()] = err.Error()
-	}
-	if a.nadInformer != nil {
-		objs := a.nadInformer.GetStore().List()
-		sort.Slice(objs, func(i, j int) bool { return key(objs[i]) < key(objs[j]) })
-		for _, o := range objs {
-			u, ok := o.(*unstructured.Unstructured)
-			if !ok {
-				continue
-			}
-			raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
-			if raw == "" {
-				continue // a NAD without config names a file on the node
-			}
-			ns, err := ParseConfig([]byte(raw), "nad:"+key(o))
-			if err != nil {
-				bad["nad:"+key(o)] = err.Error()
-				continue
-			}
-			defs = append(defs, ns...)
-		}
-	}
-	nets, conflicts := Merge(defs)
-	for _, c := range conflicts {
-		bad["conflict:"+c] = c
-	}
-	a.reportConfig(bad)
-	return nets
-}
-
-func key(obj any) string {
-	k, _ := cache.MetaNamespaceKeyFunc(obj)
-	return k
-}
-
-// reportConfig logs each invalid or conflicting definition once.
-func (a *Agent) reportConfig(bad map[string]string) {
-	for k, msg := range bad {
-		rk := "config/" + k
-		if a.reported[rk] != msg {
-			a.reported[rk] = msg
-			a.log.Error("ignoring network definition", "problem", msg)
-		}
-	}
-	for k := range a.reported {
-		if len(k) > 7 && k[:7] == "config/" {
-			if _, ok := bad[k[7:]]; !ok {
-				delete(a.reported, k)
-			}
-		}
-	}
-}
-
 // reconcile makes this node's leases, files and routes match the cluster.
 func (a *Agent) reconcile(ctx context.Context) error {
 	start := time.Now()
@@ -435,7 +375,7 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nets := a.networks()
+	nets, refused := a.networks()
 	nodeList, err := a.nodes.List(everything())
 	if err != nil {
 		return err
@@ -446,6 +386,10 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 	held := 0
 	problems := map[string]int{}
 	seen := map[string]bool{}
+	for _, r := range refused {
+		problems[r.Reason]++
+		a.warn(seen, r.Reason+"/"+r.Key, r.Reason, r.Message)
+	}
 	for _, name := range slices.Sorted(maps.Keys(nets)) {
 		n := nets[name]
 		ok, err := a.ensureSlice(ctx, n, self, problems, seen)
@@ -536,7 +480,7 @@ func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, p
 			a.warn(seen, ReasonNoPodCIDR+"/"+n.Name, ReasonNoPodCIDR,
 				fmt.Sprintf("network %s takes this node's slice from spec.podCIDRs, but none (%v) lies in its pool %s: "+
 					"set the Node's podCIDR (kube-controller-manager --allocate-node-cidrs) or fix nodeSubnets.pool", n.Name, podCIDRs(self), n.Pool))
-			return false, a.removeFile(dir, n.Name)
+			return false, a.removeFile(dir, n.Name, seen)
 		}
 		subnet = p
 	} else {
@@ -548,7 +492,7 @@ func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, p
 			// lease released anywhere triggers the next try.
 			problems[ReasonPoolExhausted]++
 			a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
-			return false, a.removeFile(dir, n.Name)
+			return false, a.removeFile(dir, n.Name, seen)
 		}
 		if err != nil {
 			return false, err
@@ -566,12 +510,21 @@ func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, p
 	return true, nil
 }
 
-func (a *Agent) removeFile(dir, network string) error {
+// removeFile takes the node subnet file of a network this node holds no
+// slice of away, so that the plugin's ADD fails with "no slice yet". It
+// removes only a file that holds a lease of that very network; any other
+// file there is reported and left alone.
+func (a *Agent) removeFile(dir, network string, seen map[string]bool) error {
 	if _, err := nodesubnet.Read(dir, network); errors.Is(err, nodesubnet.ErrNotLeased) {
 		return nil
 	}
-	a.log.Warn("removing node subnet file: this node holds no slice", "network", network)
-	return nodesubnet.Remove(dir, network)
+	if err := nodesubnet.Remove(dir, network); err != nil {
+		a.warn(seen, ReasonBadSubnetFile+"/"+network, ReasonBadSubnetFile,
+			fmt.Sprintf("this node holds no slice of network %s, and its node subnet file is not the agent's: %v; remove the file by hand", network, err))
+		return nil
+	}
+	a.log.Warn("removed node subnet file: this node holds no slice", "network", network)
+	return nil
 }
 
 // ensureLease returns this node's lease of n, acquiring one when it holds
@@ -689,9 +642,6 @@ func (a *Agent) warn(seen map[string]bool, key, reason, msg string) {
 // come back.
 func (a *Agent) forget(seen map[string]bool) {
 	for k := range a.reported {
-		if len(k) > 7 && k[:7] == "config/" {
-			continue
-		}
 		if !seen[k] {
 			delete(a.reported, k)
 		}

@@ -93,8 +93,9 @@ func ParseConfig(raw []byte, source string) ([]Network, error) {
 
 func parsePlugin(raw []byte, source string) (*Network, error) {
 	var head struct {
-		Type string `json:"type"`
-		Name string `json:"name"`
+		Type        string          `json:"type"`
+		Name        string          `json:"name"`
+		NodeSubnets json.RawMessage `json:"nodeSubnets"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
@@ -102,15 +103,20 @@ func parsePlugin(raw []byte, source string) (*Network, error) {
 	if head.Type != PluginType {
 		return nil, nil
 	}
+	if head.Name == "" {
+		// Multus names such a configuration after its NAD; only a
+		// network sliced per node needs its own name here.
+		if len(head.NodeSubnets) == 0 || string(head.NodeSubnets) == "null" {
+			return nil, nil
+		}
+		return nil, fmt.Errorf(`%s: a configuration with "nodeSubnets" needs a "name": it names the network's leases and the file the plugin reads`, source)
+	}
 	n, err := config.Load(raw, "")
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	if n.Conf.NodeSubnets == nil {
 		return nil, nil
-	}
-	if head.Name == "" {
-		return nil, fmt.Errorf(`%s: a configuration with "nodeSubnets" needs a "name": it names the network's leases and the file the plugin reads`, source)
 	}
 	return &Network{
 		Name: head.Name, Pool: *n.Pool, Size: n.Conf.NodeSubnets.Size,

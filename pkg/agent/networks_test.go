@@ -57,6 +57,20 @@ func TestParseConfig(t *testing.T) {
 			wantErr: `nad:demo/net1: a configuration with "nodeSubnets" needs a "name"`,
 		},
 		{
+			name:   "no name and no nodeSubnets: Multus names it after its NAD",
+			config: `{"cniVersion":"1.1.0","type":"multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`,
+		},
+		{
+			name:    "a name that is a path",
+			config:  `{"cniVersion":"1.1.0","name":"../../escape","type":"multi-bridge","nodeSubnets":{"pool":"10.240.16.0/20","size":24},"ipam":{"type":"host-local"}}`,
+			wantErr: `nad:demo/net1: invalid "name" "../../escape": CNI allows only letters, digits, '_', '.' and '-' in a network name, starting with a letter or digit; rename the network`,
+		},
+		{
+			name:    "a conflist whose name is a path",
+			config:  `{"cniVersion":"1.1.0","name":"../x","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"10.240.32.0/20","size":24},"ipam":{"type":"host-local"}}]}`,
+			wantErr: `nad:demo/net1 plugins[0]: invalid "name" "../x"`,
+		},
+		{
 			name:    "invalid conflist plugin",
 			config:  `{"cniVersion":"1.1.0","name":"net2","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"10.240.32.0/20","size":8},"ipam":{"type":"host-local"}}]}`,
 			wantErr: `nad:demo/net1 plugins[0]: invalid "nodeSubnets.size" 8: must be longer than the pool's /20`,
