@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -448,4 +449,50 @@ func TestNodeRecreatedAdoptsItsLease(t *testing.T) {
 		return l.UID == before.UID && l.OwnerUID == n.UID, fmt.Sprintf("lease %s uid %s owner %s", l.Name, l.UID, l.OwnerUID)
 	})
 	assert.Equal(t, before.Subnet.String(), slicesFile(t, a, "net1"))
+}
+
+// TestIPv6RoutesConvergeAndStay: nodes with IPv6 InternalIPs and an IPv6
+// pool. The kernel reports IPv6 routes added without a metric with metric
+// 1024; the agent took its own routes for foreign ones and deleted and
+// re-added them forever (thousands of reconciles a second). Converged
+// agents must stop: their counters stand still.
+func TestIPv6RoutesConvergeAndStay(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net6", "fd00:10:240:1000::/56", 64)
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "2001:db8::11", "")
+	b := c.addNode("node-b", "2001:db8::12", "")
+	// No periodic resync during the test: every reconcile is triggered by
+	// a change.
+	c.start(a, "--resync", "10m")
+	eventually(t, converge, "node-a leased", func() (bool, string) { return slicesFile(t, a, "net6") != "", "no file" })
+	c.start(b, "--resync", "10m")
+	eventually(t, converge, "routes both ways", func() (bool, string) {
+		okA, dA := equalLines([]string{"fd00:10:240:1001::/64 via 2001:db8::12 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, a))
+		okB, dB := equalLines([]string{"fd00:10:240:1000::/64 via 2001:db8::11 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, b))
+		return okA && okB, dA + "\n" + dB
+	})
+	assert.Equal(t, "fd00:10:240:1000::/64", slicesFile(t, a, "net6"))
+	assert.Equal(t, "fd00:10:240:1001::/64", slicesFile(t, b, "net6"))
+
+	counters := func() string {
+		var out []string
+		for _, n := range []*node{a, b} {
+			for _, m := range []string{"reconciles_total", "routes_added_total", "routes_deleted_total"} {
+				out = append(out, n.name+" "+m+" "+metric(t, n, "multi_bridge_agent_"+m))
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	eventually(t, converge, "counters stand still for two seconds", func() (bool, string) {
+		before := counters()
+		time.Sleep(2 * time.Second)
+		after := counters()
+		return before == after, "before:\n" + before + "\nafter:\n" + after
+	})
+	for _, n := range []*node{a, b} {
+		assert.Equal(t, "1", metric(t, n, "multi_bridge_agent_routes_added_total"), n.name)
+		assert.Equal(t, "0", metric(t, n, "multi_bridge_agent_routes_deleted_total"), n.name)
+	}
+	assert.Equal(t, []string{"fd00:10:240:1001::/64 via 2001:db8::12 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, a))
 }
