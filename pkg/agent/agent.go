@@ -67,6 +67,10 @@ const (
 	ReasonRouteConflict  = "RouteConflict"
 	ReasonBadNetwork     = "InvalidNetworkConfig"
 	ReasonBadSubnetFile  = "InvalidSubnetFile"
+	// ReasonNetworkConflict: a definition of a network that contradicts
+	// the established one (another pool or size, or a pool overlapping
+	// another network's); ignored.
+	ReasonNetworkConflict = "NetworkConflict"
 )
 
 // Options configure an agent.

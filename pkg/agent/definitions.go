@@ -1,8 +1,9 @@
 package agent
 
 import (
+	"cmp"
+	"fmt"
 	"slices"
-	"sort"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
@@ -24,8 +25,64 @@ func invalidDefinition(key string, err error) Refusal {
 	return Refusal{Reason: ReasonBadNetwork, Key: key, Message: "ignoring an invalid network definition: " + err.Error()}
 }
 
-// networks merges the conf dir's and the NADs' definitions, returning the
-// ones it does not use with the reason.
+// Established orders definitions the established one first: the node's own
+// files before any NAD (--cni-config, then the conf dir's files in libcni's
+// order), then NADs oldest first (creationTimestamp, then namespace/name).
+// Every agent orders the same NADs alike, so all nodes agree on which
+// definition of a network wins, and a NAD created later can never take a
+// network over.
+func Established(a, b Network) int {
+	return cmp.Or(
+		cmpBool(!a.FromFile(), !b.FromFile()),
+		a.Created.Compare(b.Created),
+		cmp.Compare(a.Source, b.Source),
+	)
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
+}
+
+// Resolve keys definitions by network name: the established definition of
+// a name wins (Established); a later one that slices differently is refused
+// with ReasonNetworkConflict and never changes what the network is, so it
+// cannot make nodes release their leases. Definitions that slice alike are
+// the same network.
+func Resolve(defs []Network) (map[string]Network, []Refusal) {
+	sorted := slices.Clone(defs)
+	slices.SortStableFunc(sorted, Established)
+	out := map[string]Network{}
+	var refused []Refusal
+	for _, d := range sorted {
+		first, ok := out[d.Name]
+		switch {
+		case !ok:
+			out[d.Name] = d
+		case !first.Same(d):
+			refused = append(refused, conflict(first, d))
+		}
+	}
+	return out, refused
+}
+
+func conflict(established, later Network) Refusal {
+	return Refusal{
+		Reason: ReasonNetworkConflict,
+		Key:    later.Source + "#" + later.Name,
+		Message: fmt.Sprintf("ignoring %s: it defines network %q as %s, but the established definition %s as %s; "+
+			"make it slice alike, rename its network or delete it",
+			later.Source, later.Name, describeSlicing(later), established.Source, describeSlicing(established)),
+	}
+}
+
+// networks gathers the conf dir's and the NADs' definitions and resolves
+// them, returning the ones it does not use with the reason.
 func (a *Agent) networks() (map[string]Network, []Refusal) {
 	defs := slices.Clone(a.fileNets)
 	var refused []Refusal
@@ -33,31 +90,35 @@ func (a *Agent) networks() (map[string]Network, []Refusal) {
 		refused = append(refused, invalidDefinition(err.Error(), err))
 	}
 	if a.nadInformer != nil {
-		objs := a.nadInformer.GetStore().List()
-		sort.Slice(objs, func(i, j int) bool { return key(objs[i]) < key(objs[j]) })
-		for _, o := range objs {
+		for _, o := range a.nadInformer.GetStore().List() {
 			u, ok := o.(*unstructured.Unstructured)
 			if !ok {
 				continue
 			}
-			raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
-			if raw == "" {
-				continue // a NAD without config names a file on the node
-			}
-			source := "nad:" + key(o)
-			ns, err := ParseConfig([]byte(raw), source)
-			if err != nil {
-				refused = append(refused, invalidDefinition(source, err))
-				continue
-			}
-			defs = append(defs, ns...)
+			nets, r := nadNetworks(u)
+			defs = append(defs, nets...)
+			refused = append(refused, r...)
 		}
 	}
-	nets, conflicts := Merge(defs)
-	for _, c := range conflicts {
-		refused = append(refused, Refusal{Reason: ReasonBadNetwork, Key: c, Message: c})
+	nets, conflicts := Resolve(defs)
+	return nets, append(refused, conflicts...)
+}
+
+// nadNetworks are the networks a NAD defines.
+func nadNetworks(u *unstructured.Unstructured) ([]Network, []Refusal) {
+	raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
+	if raw == "" {
+		return nil, nil // a NAD without config names a file on the node
 	}
-	return nets, refused
+	source := "nad:" + key(u)
+	nets, err := ParseConfig([]byte(raw), source)
+	if err != nil {
+		return nil, []Refusal{invalidDefinition(source, err)}
+	}
+	for i := range nets {
+		nets[i].Created = u.GetCreationTimestamp().Time.UTC()
+	}
+	return nets, nil
 }
 
 func key(obj any) string {

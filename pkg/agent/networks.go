@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 )
@@ -24,10 +25,16 @@ type Network struct {
 	Pool            netip.Prefix
 	Size            int
 	FromNodePodCIDR bool
-	// Source says where the definition came from: "nad:<ns>/<name>" or
-	// "file:<path>".
+	// Source says where the definition came from: "nad:<ns>/<name>",
+	// "file:<path>" (the CNI conf dir) or "--cni-config".
 	Source string
+	// Created is the NAD's creationTimestamp; zero for the node's files.
+	Created time.Time
 }
+
+// FromFile reports whether the definition is one of the node's own files
+// (the CNI conf dir or --cni-config) rather than a NAD.
+func (n Network) FromFile() bool { return !strings.HasPrefix(n.Source, "nad:") }
 
 // Same reports whether two definitions slice the same way.
 func (n Network) Same(o Network) bool {
@@ -122,26 +129,6 @@ func parsePlugin(raw []byte, source string) (*Network, error) {
 		Name: head.Name, Pool: *n.Pool, Size: n.Conf.NodeSubnets.Size,
 		FromNodePodCIDR: n.Conf.NodeSubnets.FromNodePodCIDR, Source: source,
 	}, nil
-}
-
-// Merge keys definitions by network name. Definitions come in priority
-// order; a later one that slices differently from the first of its name is
-// a conflict (reported, ignored): every node must slice a network alike, or
-// two nodes could lease overlapping slices of different sizes.
-func Merge(defs []Network) (map[string]Network, []string) {
-	out := map[string]Network{}
-	var conflicts []string
-	for _, d := range defs {
-		first, ok := out[d.Name]
-		switch {
-		case !ok:
-			out[d.Name] = d
-		case !first.Same(d):
-			conflicts = append(conflicts, fmt.Sprintf("network %q: %s defines it as %s, but %s as %s; using the first: make all definitions of a network slice the same pool alike",
-				d.Name, d.Source, describeSlicing(d), first.Source, describeSlicing(first)))
-		}
-	}
-	return out, conflicts
 }
 
 func describeSlicing(n Network) string {

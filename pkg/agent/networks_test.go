@@ -93,18 +93,6 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-func TestMerge(t *testing.T) {
-	a := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 24, Source: "nad:a/net1"}
-	same := a
-	same.Source = "nad:b/net1"
-	other := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 25, Source: "nad:c/net1"}
-	b := Network{Name: "net2", Pool: pfx("10.240.32.0/20"), Size: 24, Source: "nad:a/net2"}
-
-	got, conflicts := Merge([]Network{a, same, other, b})
-	assert.Equal(t, map[string]Network{"net1": a, "net2": b}, got)
-	assert.Equal(t, []string{`network "net1": nad:c/net1 defines it as pool 10.240.16.0/20 in /25 slices, but nad:a/net1 as pool 10.240.16.0/20 in /24 slices; using the first: make all definitions of a network slice the same pool alike`}, conflicts)
-}
-
 func TestReadConfDir(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) {

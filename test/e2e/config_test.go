@@ -10,9 +10,13 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent"
 )
 
 // waitEvent waits until node has an Event "Type Reason: message" equal to want.
@@ -88,4 +92,83 @@ func TestNetworkNameThatIsAPath(t *testing.T) {
 		waitEvent(t, s, n.name, want)
 	}
 	assert.Contains(t, a.agent.Log(), `level=WARN msg="ignoring an invalid network definition: nad:default/escape: invalid \"name\" \"../../escape\"`)
+}
+
+// leaseIDs are a network's leases as node -> "subnet uid resourceVersion":
+// equal maps mean not one lease was released, re-created or updated.
+func leaseIDs(t *testing.T, s *suite, network string) map[string]string {
+	t.Helper()
+	ls, err := s.server.Leases(ctxT(t), network)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for _, l := range ls {
+		out[l.Node] = fmt.Sprintf("%s %s %s", l.Subnet, l.UID, l.ResourceVersion)
+	}
+	return out
+}
+
+// twoNodes starts node-a (which leases first) and node-b, and waits for
+// net1's routes between them (net1 10.240.16.0/20: node-a .16, node-b .17).
+func twoNodes(t *testing.T, s *suite) (*testCluster, *node, *node) {
+	t.Helper()
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	b := c.addNode("node-b", "192.0.2.12", "")
+	c.start(a)
+	eventually(t, converge, "node-a leased", func() (bool, string) { return slicesFile(t, a, "net1") != "", "no file" })
+	c.start(b)
+	eventually(t, converge, "net1 routed both ways", net1Routed(t, a, b))
+	return c, a, b
+}
+
+func net1Routed(t *testing.T, a, b *node) func() (bool, string) {
+	return func() (bool, string) {
+		okA, dA := equalLines([]string{"10.240.17.0/24 via 192.0.2.12 dev eth0"}, agentRoutes(t, a))
+		okB, dB := equalLines([]string{"10.240.16.0/24 via 192.0.2.11 dev eth0"}, agentRoutes(t, b))
+		return okA && okB, dA + "\n" + dB
+	}
+}
+
+// TestNewerNADCannotTakeOverANetwork: NADs of one network name in any
+// namespace used to be merged in namespace/name order, so a new aaa/net1
+// with another pool made every node release its net1 lease. The
+// established (oldest) definition wins; the newer one is reported and
+// changes nothing.
+func TestNewerNADCannotTakeOverANetwork(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	_, a, b := twoNodes(t, s)
+	before := leaseIDs(t, s, "net1")
+
+	// creationTimestamp counts seconds: the new NAD is newer only from
+	// the next second on (within one second, namespace/name decides).
+	afterCreation(t, s, "default", "net1")
+	require.NoError(t, s.server.CreateNAD(ctxT(t), "aaa", "net1", nadConfig("net1", "10.240.64.0/20", 24)))
+	want := `Warning NetworkConflict: ignoring nad:aaa/net1: it defines network "net1" as pool 10.240.64.0/20 in /24 slices, ` +
+		`but the established definition nad:default/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`
+	for _, n := range []*node{a, b} {
+		waitEvent(t, s, n.name, want)
+		eventually(t, converge, "the conflict counted", func() (bool, string) {
+			v := metric(t, n, `multi_bridge_agent_problems{reason="NetworkConflict"}`)
+			return v == "1", n.name + ": " + v
+		})
+		assert.Contains(t, n.agent.Log(), `level=WARN msg="ignoring nad:aaa/net1: it defines network \"net1\" as pool 10.240.64.0/20`)
+		assert.NotContains(t, n.agent.Log(), "released this node's lease", n.name)
+	}
+	assert.Equal(t, before, leaseIDs(t, s, "net1"), "no lease released or changed")
+	assert.Equal(t, "10.240.16.0/24", slicesFile(t, a, "net1"))
+	assert.Equal(t, "10.240.17.0/24", slicesFile(t, b, "net1"))
+	ok, detail := net1Routed(t, a, b)()
+	assert.True(t, ok, detail)
+}
+
+// afterCreation waits until the clock is past the second in which the NAD
+// namespace/name was created, so that a NAD created next is newer.
+func afterCreation(t *testing.T, s *suite, namespace, name string) {
+	t.Helper()
+	u, err := s.server.Dyn.Resource(agent.NADResource()).Namespace(namespace).Get(ctxT(t), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	created := u.GetCreationTimestamp().Time
+	require.False(t, created.IsZero())
+	time.Sleep(time.Until(created.Add(time.Second)))
 }

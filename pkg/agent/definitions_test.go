@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+var (
+	t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	t1 = t0.Add(time.Hour)
+	t2 = t0.Add(2 * time.Hour)
+)
+
+func nad(source string, created time.Time, name, pool string, size int) Network {
+	return Network{Name: name, Pool: pfx(pool), Size: size, Source: "nad:" + source, Created: created}
+}
+
+func file(source, name, pool string, size int) Network {
+	return Network{Name: name, Pool: pfx(pool), Size: size, Source: source}
+}
+
+func TestEstablished(t *testing.T) {
+	want := []Network{
+		file("--cni-config", "mgmt", "10.240.0.0/20", 24),
+		file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "10.240.0.0/20", 24),
+		file("file:/etc/cni/net.d/10-net1.conflist", "net1", "10.240.16.0/20", 24),
+		nad("zzz/net1", t0, "net1", "10.240.16.0/20", 24), // the oldest NAD, whatever its name
+		nad("default/net1", t1, "net1", "10.240.16.0/20", 24),
+		nad("kube-system/net1", t1, "net1", "10.240.16.0/20", 24), // same second: namespace/name
+		nad("aaa/net1", t2, "net1", "10.240.64.0/20", 24),
+	}
+	for i := 0; i < 10; i++ {
+		got := slices.Clone(want)
+		// A different input order every time (a rotation and a reversal).
+		got = append(got[i%len(got):], got[:i%len(got)]...)
+		if i%2 == 1 {
+			slices.Reverse(got)
+		}
+		slices.SortStableFunc(got, Established)
+		assert.Equal(t, want, got, "input order %d", i)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	net1 := nad("default/net1", t1, "net1", "10.240.16.0/20", 24)
+	net2 := nad("default/net2", t1, "net2", "10.240.32.0/20", 24)
+	for _, tc := range []struct {
+		name    string
+		defs    []Network
+		want    []Network
+		refused []Refusal
+	}{
+		{
+			name: "one definition per network",
+			defs: []Network{net2, net1},
+			want: []Network{net1, net2},
+		},
+		{
+			name: "definitions that slice alike are one network: the established one's source",
+			defs: []Network{nad("other/net1", t2, "net1", "10.240.16.0/20", 24), net1},
+			want: []Network{net1},
+		},
+		{
+			// The reviewer's take-over: a new aaa/net1 sorted first by
+			// name and made every node release its net1 lease.
+			name: "a newer NAD with another pool is ignored, whatever its name",
+			defs: []Network{net1, nad("aaa/net1", t2, "net1", "10.240.64.0/20", 24)},
+			want: []Network{net1},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:aaa/net1#net1",
+				Message: `ignoring nad:aaa/net1: it defines network "net1" as pool 10.240.64.0/20 in /24 slices, ` +
+					`but the established definition nad:default/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			name: "another size is a conflict too",
+			defs: []Network{nad("b/net1", t2, "net1", "10.240.16.0/20", 25), net1},
+			want: []Network{net1},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:b/net1#net1",
+				Message: `ignoring nad:b/net1: it defines network "net1" as pool 10.240.16.0/20 in /25 slices, ` +
+					`but the established definition nad:default/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			name: "created in the same second: namespace/name decides",
+			defs: []Network{nad("b/net1", t1, "net1", "10.240.64.0/20", 24), nad("a/net1", t1, "net1", "10.240.16.0/20", 24)},
+			want: []Network{nad("a/net1", t1, "net1", "10.240.16.0/20", 24)},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:b/net1#net1",
+				Message: `ignoring nad:b/net1: it defines network "net1" as pool 10.240.64.0/20 in /24 slices, ` +
+					`but the established definition nad:a/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			name: "the node's file wins over an older NAD",
+			defs: []Network{nad("kube-system/mgmt", t0, "mgmt", "10.240.0.0/16", 24), {Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			want: []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:kube-system/mgmt#mgmt",
+				Message: `ignoring nad:kube-system/mgmt: it defines network "mgmt" as pool 10.240.0.0/16 in /24 slices, ` +
+					`but the established definition file:/etc/cni/net.d/00-mgmt.conf as pool 10.240.0.0/20 from Node podCIDRs; make it slice alike, rename its network or delete it`}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, refused := Resolve(tc.defs)
+			want := map[string]Network{}
+			for _, n := range tc.want {
+				want[n.Name] = n
+			}
+			assert.Equal(t, want, got)
+			assert.Equal(t, tc.refused, refused)
+		})
+	}
+}
+
+func TestNADNetworks(t *testing.T) {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+		"spec": map[string]any{"config": nadConf("net1", "10.240.16.0/20")},
+	}}
+	u.SetNamespace("default")
+	u.SetName("net1")
+	u.SetCreationTimestamp(metav1.NewTime(t1))
+	nets, refused := nadNetworks(u)
+	require.Empty(t, refused)
+	assert.Equal(t, []Network{nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, nets)
+
+	unstructured.RemoveNestedField(u.Object, "spec", "config")
+	nets, refused = nadNetworks(u)
+	assert.Empty(t, nets, "a NAD without config names a file on the node")
+	assert.Empty(t, refused)
+}
+
+func nadConf(name, pool string) string {
+	return `{"cniVersion":"1.1.0","name":"` + name + `","type":"multi-bridge","bridge":"br-` + name + `",` +
+		`"nodeSubnets":{"pool":"` + pool + `","size":24},"ipam":{"type":"host-local"}}`
+}
