@@ -49,24 +49,40 @@ func cmpBool(a, b bool) int {
 	return 1
 }
 
-// Resolve keys definitions by network name: the established definition of
-// a name wins (Established); a later one that slices differently is refused
-// with ReasonNetworkConflict and never changes what the network is, so it
-// cannot make nodes release their leases. Definitions that slice alike are
-// the same network.
+// Resolve picks the networks to serve from their definitions, the
+// established one first (Established):
+//
+//   - the established definition of a name wins; a later one that slices
+//     differently is refused with ReasonNetworkConflict and never changes
+//     what the network is, so it cannot make nodes release their leases
+//     (definitions that slice alike are the same network);
+//   - a network whose pool overlaps the pool of an established network is
+//     refused too: both would lease the same addresses to different nodes.
 func Resolve(defs []Network) (map[string]Network, []Refusal) {
 	sorted := slices.Clone(defs)
 	slices.SortStableFunc(sorted, Established)
-	out := map[string]Network{}
+	byName := map[string]Network{}
+	var winners []Network // in established order
 	var refused []Refusal
 	for _, d := range sorted {
-		first, ok := out[d.Name]
+		first, ok := byName[d.Name]
 		switch {
 		case !ok:
-			out[d.Name] = d
+			byName[d.Name] = d
+			winners = append(winners, d)
 		case !first.Same(d):
 			refused = append(refused, conflict(first, d))
 		}
+	}
+	out := map[string]Network{}
+	var served []Network
+	for _, w := range winners {
+		if i := slices.IndexFunc(served, func(s Network) bool { return s.Pool.Overlaps(w.Pool) }); i >= 0 {
+			refused = append(refused, overlap(served[i], w))
+			continue
+		}
+		served = append(served, w)
+		out[w.Name] = w
 	}
 	return out, refused
 }
@@ -78,6 +94,16 @@ func conflict(established, later Network) Refusal {
 		Message: fmt.Sprintf("ignoring %s: it defines network %q as %s, but the established definition %s as %s; "+
 			"make it slice alike, rename its network or delete it",
 			later.Source, later.Name, describeSlicing(later), established.Source, describeSlicing(established)),
+	}
+}
+
+func overlap(established, later Network) Refusal {
+	return Refusal{
+		Reason: ReasonNetworkConflict,
+		Key:    later.Source + "#" + later.Name + "#overlap",
+		Message: fmt.Sprintf("ignoring network %q of %s: its pool %s overlaps pool %s of the established network %q of %s, "+
+			"so both would lease the same addresses to different nodes; give it a pool of its own",
+			later.Name, later.Source, later.Pool, established.Pool, established.Name, established.Source),
 	}
 }
 

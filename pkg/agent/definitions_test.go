@@ -100,6 +100,50 @@ func TestResolve(t *testing.T) {
 				Message: `ignoring nad:kube-system/mgmt: it defines network "mgmt" as pool 10.240.0.0/16 in /24 slices, ` +
 					`but the established definition file:/etc/cni/net.d/00-mgmt.conf as pool 10.240.0.0/20 from Node podCIDRs; make it slice alike, rename its network or delete it`}},
 		},
+		{
+			// The reviewer's net1 10.240.16.0/20 and net3 10.240.16.0/21
+			// leased the same addresses to different nodes.
+			name: "a newer network whose pool overlaps an established one's is refused",
+			defs: []Network{nad("default/net3", t2, "net3", "10.240.16.0/21", 24), net1, net2},
+			want: []Network{net1, net2},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:default/net3#net3#overlap",
+				Message: `ignoring network "net3" of nad:default/net3: its pool 10.240.16.0/21 overlaps pool 10.240.16.0/20 of the established network "net1" of nad:default/net1, ` +
+					`so both would lease the same addresses to different nodes; give it a pool of its own`}},
+		},
+		{
+			name: "a pool containing an established one is refused as well",
+			defs: []Network{nad("default/big", t2, "big", "10.240.0.0/16", 24), net1},
+			want: []Network{net1},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:default/big#big#overlap",
+				Message: `ignoring network "big" of nad:default/big: its pool 10.240.0.0/16 overlaps pool 10.240.16.0/20 of the established network "net1" of nad:default/net1, ` +
+					`so both would lease the same addresses to different nodes; give it a pool of its own`}},
+		},
+		{
+			name: "the node's podCIDR network overlapping an older NAD's pool: the file wins",
+			defs: []Network{nad("default/old", t0, "old", "10.240.0.0/22", 24), {Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			want: []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:default/old#old#overlap",
+				Message: `ignoring network "old" of nad:default/old: its pool 10.240.0.0/22 overlaps pool 10.240.0.0/20 of the established network "mgmt" of file:/etc/cni/net.d/00-mgmt.conf, ` +
+					`so both would lease the same addresses to different nodes; give it a pool of its own`}},
+		},
+		{
+			name: "adjacent pools and pools of the other family do not overlap",
+			defs: []Network{net1, nad("default/next", t2, "next", "10.240.32.0/20", 24), nad("default/v6", t2, "v6", "fd00:10:240::/48", 64)},
+			want: []Network{net1, nad("default/next", t2, "next", "10.240.32.0/20", 24), nad("default/v6", t2, "v6", "fd00:10:240::/48", 64)},
+		},
+		{
+			name: "a refused network's newer definitions do not take its place",
+			defs: []Network{net1, nad("a/net3", t1.Add(time.Minute), "net3", "10.240.16.0/21", 24), nad("b/net3", t2, "net3", "10.240.64.0/20", 24)},
+			want: []Network{net1},
+			refused: []Refusal{
+				{Reason: ReasonNetworkConflict, Key: "nad:b/net3#net3",
+					Message: `ignoring nad:b/net3: it defines network "net3" as pool 10.240.64.0/20 in /24 slices, ` +
+						`but the established definition nad:a/net3 as pool 10.240.16.0/21 in /24 slices; make it slice alike, rename its network or delete it`},
+				{Reason: ReasonNetworkConflict, Key: "nad:a/net3#net3#overlap",
+					Message: `ignoring network "net3" of nad:a/net3: its pool 10.240.16.0/21 overlaps pool 10.240.16.0/20 of the established network "net1" of nad:default/net1, ` +
+						`so both would lease the same addresses to different nodes; give it a pool of its own`},
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, refused := Resolve(tc.defs)

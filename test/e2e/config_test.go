@@ -172,3 +172,27 @@ func afterCreation(t *testing.T, s *suite, namespace, name string) {
 	require.False(t, created.IsZero())
 	time.Sleep(time.Until(created.Add(time.Second)))
 }
+
+// TestOverlappingPoolRefused: net1 10.240.16.0/20 and net3 10.240.16.0/21
+// leased the same addresses to different nodes. The network whose pool
+// overlaps an established network's is refused.
+func TestOverlappingPoolRefused(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	_, a, b := twoNodes(t, s)
+	before := leaseIDs(t, s, "net1")
+
+	afterCreation(t, s, "default", "net1")
+	createNAD(t, s, "net3", "10.240.16.0/21", 24)
+	want := `Warning NetworkConflict: ignoring network "net3" of nad:default/net3: its pool 10.240.16.0/21 overlaps pool 10.240.16.0/20 ` +
+		`of the established network "net1" of nad:default/net1, so both would lease the same addresses to different nodes; give it a pool of its own`
+	for _, n := range []*node{a, b} {
+		waitEvent(t, s, n.name, want)
+		assert.Equal(t, "1", metric(t, n, "multi_bridge_agent_networks"), n.name)
+		assert.Equal(t, "", slicesFile(t, n, "net3"), n.name)
+	}
+	assert.Empty(t, leaseIDs(t, s, "net3"))
+	assert.Equal(t, before, leaseIDs(t, s, "net1"))
+	ok, detail := net1Routed(t, a, b)()
+	assert.True(t, ok, detail)
+}
