@@ -132,6 +132,7 @@ type Agent struct {
 	fileNets   []Network
 	fileErrs   []error
 	reported   map[string]string // problem key -> message, to emit Events on change only
+	nadLast    nadHistory
 	orphanSeen map[types.UID]time.Time
 }
 
@@ -173,7 +174,7 @@ func New(opts Options) (*Agent, error) {
 		opts: opts, log: opts.Log.With("node", opts.NodeName), kube: kube, dyn: dyn,
 		leases: lease.NewClient(dyn), kernel: kernel,
 		dirty: make(chan struct{}, 1), ready: make(chan struct{}), held: map[string]lease.Lease{},
-		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{},
+		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{}, nadLast: nadHistory{},
 	}
 	a.stats.s.Problems = map[string]int{}
 	return a, nil

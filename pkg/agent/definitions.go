@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -110,41 +112,104 @@ func overlap(established, later Network) Refusal {
 // networks gathers the conf dir's and the NADs' definitions and resolves
 // them, returning the ones it does not use with the reason.
 func (a *Agent) networks() (map[string]Network, []Refusal) {
-	defs := slices.Clone(a.fileNets)
-	var refused []Refusal
-	for _, err := range a.fileErrs {
-		refused = append(refused, invalidDefinition(err.Error(), err))
-	}
+	var nads []*unstructured.Unstructured
 	if a.nadInformer != nil {
 		for _, o := range a.nadInformer.GetStore().List() {
-			u, ok := o.(*unstructured.Unstructured)
-			if !ok {
-				continue
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				nads = append(nads, u)
 			}
-			nets, r := nadNetworks(u)
-			defs = append(defs, nets...)
-			refused = append(refused, r...)
 		}
 	}
+	return gather(a.fileNets, a.fileErrs, nads, a.nadLast)
+}
+
+// gather resolves the node's files' networks (and the errors of invalid
+// files) and the NADs' networks. An invalid NAD contributes the networks of
+// its last valid version (from h, which it updates), so that an invalid
+// edit of a live NAD does not take its network away from every node.
+func gather(fileNets []Network, fileErrs []error, nads []*unstructured.Unstructured, h nadHistory) (map[string]Network, []Refusal) {
+	defs := slices.Clone(fileNets)
+	var refused []Refusal
+	for _, err := range fileErrs {
+		refused = append(refused, invalidDefinition(err.Error(), err))
+	}
+	present := map[string]bool{}
+	for _, u := range nads {
+		k := key(u)
+		present[k] = true
+		nets, err := nadNetworks(u)
+		use, kept := h.use(k, u.GetUID(), nets, err)
+		switch {
+		case err != nil && kept:
+			refused = append(refused, keptDefinition("nad:"+k, use, err))
+		case err != nil:
+			refused = append(refused, invalidDefinition("nad:"+k, err))
+		}
+		defs = append(defs, use...)
+	}
+	h.prune(present)
 	nets, conflicts := Resolve(defs)
 	return nets, append(refused, conflicts...)
 }
 
+func keptDefinition(source string, kept []Network, err error) Refusal {
+	var what []string
+	for _, n := range kept {
+		what = append(what, fmt.Sprintf("network %s: %s", n.Name, describeSlicing(n)))
+	}
+	return Refusal{Reason: ReasonBadNetwork, Key: source, Message: fmt.Sprintf(
+		"keeping the last valid definition of %s (%s) while it is invalid: %v", source, strings.Join(what, "; "), err)}
+}
+
 // nadNetworks are the networks a NAD defines.
-func nadNetworks(u *unstructured.Unstructured) ([]Network, []Refusal) {
+func nadNetworks(u *unstructured.Unstructured) ([]Network, error) {
 	raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
 	if raw == "" {
 		return nil, nil // a NAD without config names a file on the node
 	}
-	source := "nad:" + key(u)
-	nets, err := ParseConfig([]byte(raw), source)
+	nets, err := ParseConfig([]byte(raw), "nad:"+key(u))
 	if err != nil {
-		return nil, []Refusal{invalidDefinition(source, err)}
+		return nil, err
 	}
 	for i := range nets {
 		nets[i].Created = u.GetCreationTimestamp().Time.UTC()
 	}
 	return nets, nil
+}
+
+// nadHistory holds each NAD's networks of its last valid version, by
+// namespace/name. It lives as long as the agent: an agent started while a
+// NAD is invalid does not know what it was.
+type nadHistory map[string]lastValid
+
+type lastValid struct {
+	uid  types.UID
+	nets []Network
+}
+
+// use returns the networks a NAD contributes: nets when it is valid (err
+// nil; remembered), else those of its last valid version if it is still
+// the same object (same UID: not deleted and re-created since). kept
+// reports the latter.
+func (h nadHistory) use(key string, uid types.UID, nets []Network, err error) (use []Network, kept bool) {
+	if err == nil {
+		h[key] = lastValid{uid: uid, nets: nets}
+		return nets, false
+	}
+	last, ok := h[key]
+	if !ok || last.uid != uid || len(last.nets) == 0 {
+		return nil, false
+	}
+	return last.nets, true
+}
+
+// prune forgets NADs that are gone: deleting a NAD deletes its networks.
+func (h nadHistory) prune(present map[string]bool) {
+	for k := range h {
+		if !present[k] {
+			delete(h, k)
+		}
+	}
 }
 
 func key(obj any) string {

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 var (
@@ -157,22 +160,93 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-func TestNADNetworks(t *testing.T) {
+func nadObject(namespace, name, uid string, created time.Time, config string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-		"spec": map[string]any{"config": nadConf("net1", "10.240.16.0/20")},
+		"spec": map[string]any{"config": config},
 	}}
-	u.SetNamespace("default")
-	u.SetName("net1")
-	u.SetCreationTimestamp(metav1.NewTime(t1))
-	nets, refused := nadNetworks(u)
-	require.Empty(t, refused)
+	u.SetNamespace(namespace)
+	u.SetName(name)
+	u.SetUID(types.UID(uid))
+	u.SetCreationTimestamp(metav1.NewTime(created))
+	return u
+}
+
+func TestNADNetworks(t *testing.T) {
+	u := nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))
+	nets, err := nadNetworks(u)
+	require.NoError(t, err)
 	assert.Equal(t, []Network{nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, nets)
 
 	unstructured.RemoveNestedField(u.Object, "spec", "config")
-	nets, refused = nadNetworks(u)
+	nets, err = nadNetworks(u)
 	assert.Empty(t, nets, "a NAD without config names a file on the node")
-	assert.Empty(t, refused)
+	assert.NoError(t, err)
+}
+
+// TestGatherKeepsTheLastValidDefinition: an invalid edit of a live NAD
+// ("table": 254) made every agent drop the network, and with it every
+// route to it in the cluster. The NAD's last valid version stays in use,
+// as long as it is the same object.
+func TestGatherKeepsTheLastValidDefinition(t *testing.T) {
+	h := nadHistory{}
+	valid := nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))
+	net1 := nad("default/net1", t1, "net1", "10.240.16.0/20", 24)
+	const tableErr = `nad:default/net1: invalid "table" 254: 254 is the kernel's "main" table; ` +
+		`use 1-252 or 256-2147483647, 0 for no policy routing, or omit it to choose automatically`
+	invalid := nadObject("default", "net1", "uid-1", t1, strings.Replace(nadConf("net1", "10.240.16.0/20"), `"type"`, `"table":254,"type"`, 1))
+	recreated := nadObject("default", "net1", "uid-2", t2, invalid.Object["spec"].(map[string]any)["config"].(string))
+	for _, step := range []struct {
+		name    string
+		nads    []*unstructured.Unstructured
+		want    map[string]Network
+		refused []Refusal
+	}{
+		{name: "valid", nads: []*unstructured.Unstructured{valid}, want: map[string]Network{"net1": net1}},
+		{
+			name: "edited, now invalid: its last valid version stays",
+			nads: []*unstructured.Unstructured{invalid},
+			want: map[string]Network{"net1": net1},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1", Message: "keeping the last valid definition of nad:default/net1 " +
+				"(network net1: pool 10.240.16.0/20 in /24 slices) while it is invalid: " + tableErr}},
+		},
+		{
+			name: "still invalid: still kept",
+			nads: []*unstructured.Unstructured{invalid},
+			want: map[string]Network{"net1": net1},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1", Message: "keeping the last valid definition of nad:default/net1 " +
+				"(network net1: pool 10.240.16.0/20 in /24 slices) while it is invalid: " + tableErr}},
+		},
+		{
+			name: "deleted and created again, invalid: another object, nothing kept",
+			nads: []*unstructured.Unstructured{recreated},
+			want: map[string]Network{},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1",
+				Message: "ignoring an invalid network definition: " + tableErr}},
+		},
+		{name: "valid again", nads: []*unstructured.Unstructured{valid}, want: map[string]Network{"net1": net1}},
+		{name: "deleted: its network goes, and is forgotten", want: map[string]Network{}},
+		{
+			name: "back, invalid from the start: nothing to keep",
+			nads: []*unstructured.Unstructured{invalid},
+			want: map[string]Network{},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1",
+				Message: "ignoring an invalid network definition: " + tableErr}},
+		},
+	} {
+		got, refused := gather(nil, nil, step.nads, h)
+		assert.Equal(t, step.want, got, step.name)
+		assert.Equal(t, step.refused, refused, step.name)
+	}
+}
+
+func TestGatherFiles(t *testing.T) {
+	mgmt := file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "10.240.0.0/20", 24)
+	fileErr := errors.New(`file:/etc/cni/net.d/10-bad.conf: invalid "table" 254`)
+	nads := []*unstructured.Unstructured{nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))}
+	got, refused := gather([]Network{mgmt}, []error{fileErr}, nads, nadHistory{})
+	assert.Equal(t, map[string]Network{"mgmt": mgmt, "net1": nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, got)
+	assert.Equal(t, []Refusal{{Reason: ReasonBadNetwork, Key: fileErr.Error(), Message: "ignoring an invalid network definition: " + fileErr.Error()}}, refused)
 }
 
 func nadConf(name, pool string) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,4 +196,57 @@ func TestOverlappingPoolRefused(t *testing.T) {
 	assert.Equal(t, before, leaseIDs(t, s, "net1"))
 	ok, detail := net1Routed(t, a, b)()
 	assert.True(t, ok, detail)
+}
+
+// TestInvalidEditKeepsTheNetwork: an invalid edit of a live NAD ("table":
+// 254) made every agent drop the network: its routes vanished cluster-wide
+// and /readyz said "ok: 0 of 0 networks". The agents keep the NAD's last
+// valid version while it is invalid, and say so.
+func TestInvalidEditKeepsTheNetwork(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	_, a, b := twoNodes(t, s)
+	before := leaseIDs(t, s, "net1")
+
+	invalid := strings.Replace(nadConfig("net1", "10.240.16.0/20", 24), `"isGateway"`, `"table":254,"isGateway"`, 1)
+	require.NoError(t, s.server.UpdateNADConfig(ctxT(t), "default", "net1", invalid))
+	want := `Warning InvalidNetworkConfig: keeping the last valid definition of nad:default/net1 (network net1: pool 10.240.16.0/20 in /24 slices) ` +
+		`while it is invalid: nad:default/net1: invalid "table" 254: 254 is the kernel's "main" table; ` +
+		`use 1-252 or 256-2147483647, 0 for no policy routing, or omit it to choose automatically`
+	for _, n := range []*node{a, b} {
+		waitEvent(t, s, n.name, want)
+		eventually(t, converge, "the problem counted", func() (bool, string) {
+			v := metric(t, n, `multi_bridge_agent_problems{reason="InvalidNetworkConfig"}`)
+			return v == "1", n.name + ": " + v
+		})
+		code, body, err := n.agent.Get("/readyz")
+		require.NoError(t, err)
+		assert.Equal(t, 200, code)
+		assert.Equal(t, "ok: 1 of 1 networks leased, 1 routes\nproblem: InvalidNetworkConfig x1\n", body, n.name)
+	}
+	ok, detail := net1Routed(t, a, b)()
+	assert.True(t, ok, "routes stay: %s", detail)
+	assert.Equal(t, before, leaseIDs(t, s, "net1"))
+
+	// Fixed: the problem goes away.
+	require.NoError(t, s.server.UpdateNADConfig(ctxT(t), "default", "net1", nadConfig("net1", "10.240.16.0/20", 24)))
+	for _, n := range []*node{a, b} {
+		eventually(t, converge, "the problem gone", func() (bool, string) {
+			_, body, err := n.agent.Get("/readyz")
+			require.NoError(t, err)
+			return body == "ok: 1 of 1 networks leased, 1 routes\n", n.name + ": " + body
+		})
+		assert.Equal(t, "", metric(t, n, `multi_bridge_agent_problems{reason="InvalidNetworkConfig"}`))
+	}
+	ok, detail = net1Routed(t, a, b)()
+	assert.True(t, ok, detail)
+	assert.Equal(t, before, leaseIDs(t, s, "net1"))
+
+	// Deleting the NAD does take the network away (routes included): that
+	// is what deleting a network means.
+	require.NoError(t, s.server.DeleteNAD(ctxT(t), "default", "net1"))
+	eventually(t, converge, "net1's routes gone", func() (bool, string) {
+		ra, rb := agentRoutes(t, a), agentRoutes(t, b)
+		return len(ra) == 0 && len(rb) == 0, fmt.Sprint(ra, rb)
+	})
 }

@@ -237,6 +237,26 @@ func (c *Client) CreateNAD(ctx context.Context, namespace, name, config string) 
 	return c.CreateObject(ctx, u)
 }
 
+// UpdateNADConfig replaces a NetworkAttachmentDefinition's spec.config, as
+// `kubectl edit` would (same object, same UID).
+func (c *Client) UpdateNADConfig(ctx context.Context, namespace, name, config string) error {
+	res := c.Dyn.Resource(agent.NADResource()).Namespace(namespace)
+	u, err := res.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if err := unstructured.SetNestedField(u.Object, config, "spec", "config"); err != nil {
+		return err
+	}
+	_, err = res.Update(ctx, u, metav1.UpdateOptions{})
+	return err
+}
+
+// DeleteNAD deletes a NetworkAttachmentDefinition.
+func (c *Client) DeleteNAD(ctx context.Context, namespace, name string) error {
+	return c.Dyn.Resource(agent.NADResource()).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+}
+
 // CreateObject creates a NAD or lease object (the kinds tests use), making
 // its namespace first.
 func (c *Client) CreateObject(ctx context.Context, u *unstructured.Unstructured) error {
