@@ -71,6 +71,9 @@ const (
 	// the established one (another pool or size, or a pool overlapping
 	// another network's); ignored.
 	ReasonNetworkConflict = "NetworkConflict"
+	// ReasonSubnetChanged: this node's slice of a network is another one
+	// than it was (its lease was lost and its old slice taken).
+	ReasonSubnetChanged = "SubnetChanged"
 )
 
 // Options configure an agent.
@@ -475,44 +478,76 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 // ensureSlice gives this node its slice of n and writes the file the plugin
 // reads. It reports whether the node has a slice.
 func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (bool, error) {
-	me := a.opts.NodeName
 	dir := nodesubnet.Dir(a.opts.RuntimeDir)
+	// The slice the node had (nil: none, or a file the agent did not write).
+	have, _ := nodesubnet.Read(dir, n.Name)
 	var subnet netip.Prefix
+	var ok bool
+	var err error
 	if n.FromNodePodCIDR {
-		p, ok := podCIDRIn(podCIDRs(self), n.Pool)
-		if !ok {
-			problems[ReasonNoPodCIDR]++
-			a.warn(seen, ReasonNoPodCIDR+"/"+n.Name, ReasonNoPodCIDR,
-				fmt.Sprintf("network %s takes this node's slice from spec.podCIDRs, but none (%v) lies in its pool %s: "+
-					"set the Node's podCIDR (kube-controller-manager --allocate-node-cidrs) or fix nodeSubnets.pool", n.Name, podCIDRs(self), n.Pool))
-			return false, a.removeFile(dir, n.Name, seen)
-		}
-		subnet = p
+		subnet, ok = a.podCIDRSlice(n, self, problems, seen)
 	} else {
-		l, err := a.ensureLease(ctx, n, self)
-		var ex *lease.ExhaustedError
-		if errors.As(err, &ex) {
-			// A problem of that network (an Event, a metric), not of the
-			// agent: its other networks are served and it stays ready. A
-			// lease released anywhere triggers the next try.
-			problems[ReasonPoolExhausted]++
-			a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
-			return false, a.removeFile(dir, n.Name, seen)
-		}
-		if err != nil {
-			return false, err
-		}
-		subnet = l.Subnet
+		subnet, ok, err = a.leasedSlice(ctx, n, self, PreferredSlice(have, n), problems, seen)
 	}
-	want := nodesubnet.Lease{Network: n.Name, Node: me, Pool: n.Pool, Subnet: subnet}
-	if have, err := nodesubnet.Read(dir, n.Name); err == nil && *have == want {
-		return true, nil
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, a.removeFile(dir, n.Name, seen)
+	}
+	return true, a.writeSlice(dir, n, have, subnet)
+}
+
+// podCIDRSlice is this node's slice of a fromNodePodCIDR network.
+func (a *Agent) podCIDRSlice(n Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (netip.Prefix, bool) {
+	p, ok := podCIDRIn(podCIDRs(self), n.Pool)
+	if !ok {
+		problems[ReasonNoPodCIDR]++
+		a.warn(seen, ReasonNoPodCIDR+"/"+n.Name, ReasonNoPodCIDR,
+			fmt.Sprintf("network %s takes this node's slice from spec.podCIDRs, but none (%v) lies in its pool %s: "+
+				"set the Node's podCIDR (kube-controller-manager --allocate-node-cidrs) or fix nodeSubnets.pool", n.Name, podCIDRs(self), n.Pool))
+	}
+	return p, ok
+}
+
+// leasedSlice is this node's leased slice of n, leased now if need be
+// (prefer first).
+func (a *Agent) leasedSlice(ctx context.Context, n Network, self *corev1.Node, prefer netip.Prefix, problems map[string]int, seen map[string]bool) (netip.Prefix, bool, error) {
+	l, err := a.ensureLease(ctx, n, self, prefer)
+	var ex *lease.ExhaustedError
+	if errors.As(err, &ex) {
+		// A problem of that network (an Event, a metric), not of the
+		// agent: its other networks are served and it stays ready. A
+		// lease released anywhere triggers the next try.
+		problems[ReasonPoolExhausted]++
+		a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
+		return netip.Prefix{}, false, nil
+	}
+	if err != nil {
+		return netip.Prefix{}, false, err
+	}
+	return l.Subnet, true, nil
+}
+
+// writeSlice writes the node subnet file of n unless it holds subnet
+// already. A node whose slice changed gets a Warning Event: its pods still
+// use addresses of the old slice, which may be another node's by now.
+func (a *Agent) writeSlice(dir string, n Network, have *nodesubnet.Lease, subnet netip.Prefix) error {
+	want := nodesubnet.Lease{Network: n.Name, Node: a.opts.NodeName, Pool: n.Pool, Subnet: subnet}
+	if have != nil && *have == want {
+		return nil
 	}
 	if err := nodesubnet.Write(dir, want); err != nil {
-		return true, fmt.Errorf("writing %s: %w", nodesubnet.Path(dir, n.Name), err)
+		return fmt.Errorf("writing %s: %w", nodesubnet.Path(dir, n.Name), err)
 	}
 	a.log.Info("node subnet file written", "network", n.Name, "subnet", subnet, "pool", n.Pool, "file", nodesubnet.Path(dir, n.Name))
-	return true, nil
+	if have != nil && have.Subnet != subnet {
+		msg := fmt.Sprintf("this node's slice of network %s changed from %s to %s: pods on this node that still have addresses of %s "+
+			"must be restarted (those addresses may be another node's now)", n.Name, have.Subnet, subnet, have.Subnet)
+		a.log.Warn(msg, "reason", ReasonSubnetChanged)
+		a.event(corev1.EventTypeWarning, ReasonSubnetChanged, msg)
+	}
+	return nil
 }
 
 // removeFile takes the node subnet file of a network this node holds no
@@ -533,9 +568,10 @@ func (a *Agent) removeFile(dir, network string, seen map[string]bool) error {
 }
 
 // ensureLease returns this node's lease of n, acquiring one when it holds
-// none that fits (first start, agent restart, pool or size changed).
-func (a *Agent) ensureLease(ctx context.Context, n Network, self *corev1.Node) (lease.Lease, error) {
-	req := lease.Request{Network: n.Name, Pool: n.Pool, Size: n.Size, Node: a.opts.NodeName, NodeUID: self.UID}
+// none that fits (first start, agent restart, pool or size changed, lease
+// deleted): prefer first, if it is free.
+func (a *Agent) ensureLease(ctx context.Context, n Network, self *corev1.Node, prefer netip.Prefix) (lease.Lease, error) {
+	req := lease.Request{Network: n.Name, Pool: n.Pool, Size: n.Size, Node: a.opts.NodeName, NodeUID: self.UID, Prefer: prefer}
 	a.mu.Lock()
 	h, ok := a.held[n.Name]
 	a.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 )
 
 // PluginType is the CNI type whose configurations the agent serves.
@@ -204,4 +205,15 @@ func podCIDRIn(podCIDRs []string, pool netip.Prefix) (netip.Prefix, bool) {
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// PreferredSlice is the slice a node should lease again when it holds no
+// lease of n: the one in its node subnet file (have, nil when none), if it
+// is a slice of n's pool and size. The node's pods still use its addresses;
+// taking another slice would leave them on addresses the next node may get.
+func PreferredSlice(have *nodesubnet.Lease, n Network) netip.Prefix {
+	if have == nil || n.FromNodePodCIDR || have.Network != n.Name || have.Pool != n.Pool || have.Subnet.Bits() != n.Size {
+		return netip.Prefix{}
+	}
+	return have.Subnet
 }

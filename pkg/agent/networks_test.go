@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 )
 
 var pfx = netip.MustParsePrefix
@@ -176,4 +178,22 @@ func TestSlimNodeAndChanges(t *testing.T) {
 	cidr := s.DeepCopy()
 	cidr.Spec.PodCIDRs = []string{"10.240.2.0/24"}
 	assert.True(t, nodeChanged(s, cidr))
+}
+
+func TestPreferredSlice(t *testing.T) {
+	n := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 24}
+	had := nodesubnet.Lease{Network: "net1", Node: "node-a", Pool: pfx("10.240.16.0/20"), Subnet: pfx("10.240.17.0/24")}
+	assert.Equal(t, pfx("10.240.17.0/24"), PreferredSlice(&had, n))
+	assert.False(t, PreferredSlice(nil, n).IsValid(), "no file")
+	for name, mutate := range map[string]func(*nodesubnet.Lease, *Network){
+		"the pool changed":    func(_ *nodesubnet.Lease, n *Network) { n.Pool = pfx("10.240.16.0/21") },
+		"the size changed":    func(_ *nodesubnet.Lease, n *Network) { n.Size = 25 },
+		"podCIDR network":     func(_ *nodesubnet.Lease, n *Network) { n.Size, n.FromNodePodCIDR = 0, true },
+		"another network's":   func(l *nodesubnet.Lease, _ *Network) { l.Network = "net2" },
+		"slice of other size": func(l *nodesubnet.Lease, _ *Network) { l.Subnet = pfx("10.240.17.0/25") },
+	} {
+		l, nn := had, n
+		mutate(&l, &nn)
+		assert.False(t, PreferredSlice(&l, nn).IsValid(), name)
+	}
 }

@@ -496,3 +496,50 @@ func TestIPv6RoutesConvergeAndStay(t *testing.T) {
 	}
 	assert.Equal(t, []string{"fd00:10:240:1001::/64 via 2001:db8::12 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, a))
 }
+
+// TestLostLeaseTakesTheOldSliceAgain: a node whose lease went (deleted by
+// hand, or released while its Node was deleted and registered again) took
+// the first free slice, so its running pods' addresses could end up on
+// another node. It takes the slice of its node subnet file again when that
+// one is free, and says so when it cannot.
+func TestLostLeaseTakesTheOldSliceAgain(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	peer := simulateNode(t, s, "node-b", "192.0.2.12", request("net1", "10.240.16.0/20", 24))
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	c.start(a)
+	eventually(t, converge, "lease", func() (bool, string) { return slicesFile(t, a, "net1") == "10.240.17.0/24", slicesFile(t, a, "net1") })
+	client := lease.NewClient(s.server.Dyn)
+	// A lower slice becomes free; then node-a's lease is deleted by hand.
+	require.NoError(t, client.Delete(ctxT(t), peer[0]))
+	ls, err := s.server.Leases(ctxT(t), "net1")
+	require.NoError(t, err)
+	old := leaseOf(t, ls, "node-a")
+	require.NoError(t, client.Delete(ctxT(t), old))
+	eventually(t, converge, "node-a leased again", func() (bool, string) {
+		ls, err := s.server.Leases(ctxT(t), "net1")
+		require.NoError(t, err)
+		return len(ls) == 1 && ls[0].Node == "node-a" && ls[0].UID != old.UID, fmt.Sprint(ls)
+	})
+	ls, err = s.server.Leases(ctxT(t), "net1")
+	require.NoError(t, err)
+	assert.Equal(t, "10.240.17.0/24", ls[0].Subnet.String(), "its old slice, not the first free one")
+	assert.Equal(t, "10.240.17.0/24", slicesFile(t, a, "net1"))
+
+	// While its agent is down, node-a's lease goes and another node takes
+	// its slice: node-a gets another one, with a Warning.
+	a.agent.Kill()
+	require.NoError(t, client.Delete(ctxT(t), ls[0]))
+	taker := request("net1", "10.240.16.0/20", 24)
+	taker.Prefer = netip.MustParsePrefix("10.240.17.0/24")
+	simulateNode(t, s, "node-c", "192.0.2.13", taker)
+	c.start(a)
+	waitEvent(t, s, "node-a", "Warning SubnetChanged: this node's slice of network net1 changed from 10.240.17.0/24 to 10.240.16.0/24: "+
+		"pods on this node that still have addresses of 10.240.17.0/24 must be restarted (those addresses may be another node's now)")
+	assert.Equal(t, map[string]string{"node-a": "10.240.16.0/24", "node-c": "10.240.17.0/24"}, leasesByNode(t, s, "net1"))
+	assert.Equal(t, "10.240.16.0/24", slicesFile(t, a, "net1"))
+	events, err := s.server.Events(ctxT(t), "node-a")
+	require.NoError(t, err)
+	assert.Equal(t, 1, strings.Count(strings.Join(events, "\n"), "SubnetChanged"), "one change, one Warning: %q", events)
+}
