@@ -101,6 +101,11 @@ type Options struct {
 	// OrphanGrace is how long a lease of a deleted Node may stay before any
 	// agent, not only the one responsible, releases it; default 2m.
 	OrphanGrace time.Duration
+	// APITimeout bounds the API calls of one reconcile (leasing,
+	// releasing); default 10s. Routes are reconciled from the informers'
+	// caches before, so a hanging API server never delays their repair
+	// by more than this.
+	APITimeout time.Duration
 	// Log receives the agent's logs; default slog.Default().
 	Log *slog.Logger
 }
@@ -156,6 +161,9 @@ func New(opts Options) (*Agent, error) {
 	if opts.OrphanGrace <= 0 {
 		opts.OrphanGrace = 2 * time.Minute
 	}
+	if opts.APITimeout <= 0 {
+		opts.APITimeout = 10 * time.Second
+	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -202,7 +210,7 @@ func (a *Agent) trigger() {
 // it returns: a restarted agent takes them over without a gap in traffic.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.kernel.Close()
-	if err := a.checkLeaseCRD(); err != nil {
+	if err := a.checkLeaseCRD(ctx); err != nil {
 		return err
 	}
 	a.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
@@ -237,7 +245,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	factory.Start(ctx.Done())
 	go a.leaseInformer.Run(ctx.Done())
-	a.startNADInformer(ctx)
+	if err := a.discoverNADs(ctx); err != nil {
+		return err
+	}
 	synced := []cache.InformerSynced{a.nodeInformer.HasSynced, a.leaseInformer.HasSynced}
 	if a.nadInformer != nil {
 		synced = append(synced, a.nadInformer.HasSynced)
@@ -285,34 +295,76 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) checkLeaseCRD() error {
-	_, err := a.kube.Discovery().ServerResourcesForGroupVersion(lease.Group + "/" + lease.Version)
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the API server does not serve %s/%s %s: install the CRD deploy/crds/subnetlease.yaml (kubectl apply -f deploy/crds/subnetlease.yaml)",
-			lease.Group, lease.Version, lease.Resource)
-	}
+// Discovery retries back off from discoveryFirst to discoveryMax.
+const (
+	discoveryFirst = 200 * time.Millisecond
+	discoveryMax   = 30 * time.Second
+)
+
+// checkLeaseCRD waits until the API server says whether it serves
+// SubnetLeases, and refuses to run without them.
+func (a *Agent) checkLeaseCRD(ctx context.Context) error {
+	gv := lease.Group + "/" + lease.Version
+	served, err := waitServed(ctx, func() error { return a.discover(gv) }, discoveryFirst, discoveryMax, a.discoveryRetry(gv))
 	if err != nil {
-		return fmt.Errorf("asking the API server for %s/%s: %w", lease.Group, lease.Version, err)
+		return err
+	}
+	if !served {
+		return fmt.Errorf("the API server does not serve %s %s: install the CRD deploy/crds/subnetlease.yaml (kubectl apply -f deploy/crds/subnetlease.yaml)",
+			gv, lease.Resource)
 	}
 	return nil
 }
 
+func (a *Agent) discover(groupVersion string) error {
+	_, err := a.kube.Discovery().ServerResourcesForGroupVersion(groupVersion)
+	return err
+}
+
+func (a *Agent) discoveryRetry(groupVersion string) func(error, time.Duration) {
+	return func(err error, in time.Duration) {
+		a.log.Warn("cannot tell whether the API server serves "+groupVersion+"; asking again", "in", in, "error", err)
+	}
+}
+
+// discoverNADs starts watching NetworkAttachmentDefinitions if they are
+// served, waiting for a definite answer: started without NADs while they
+// exist, the agent would take every NAD network's routes away.
+func (a *Agent) discoverNADs(ctx context.Context) error {
+	gv := NADResource().GroupVersion().String()
+	served, err := waitServed(ctx, func() error { return a.discover(gv) }, discoveryFirst, discoveryMax, a.discoveryRetry(gv))
+	if err != nil {
+		return err
+	}
+	if !served {
+		a.log.Info("NetworkAttachmentDefinitions not served; using the CNI conf dir only (checked again every resync)")
+		return nil
+	}
+	a.watchNADs(ctx)
+	return nil
+}
+
 // startNADInformer starts watching NetworkAttachmentDefinitions once their
-// CRD exists (clusters without Multus have only the conf dir's networks).
+// CRD exists (clusters without Multus have only the conf dir's networks);
+// called every resync until it does.
 func (a *Agent) startNADInformer(ctx context.Context) {
 	if a.nadInformer != nil {
 		return
 	}
-	gvr := NADResource()
-	if _, err := a.kube.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String()); err != nil {
-		if apierrors.IsNotFound(err) {
-			a.log.Debug("NetworkAttachmentDefinitions not served; using the CNI conf dir only")
-		} else {
-			a.log.Warn("cannot tell whether NetworkAttachmentDefinitions are served", "error", err)
-		}
+	err := a.discover(NADResource().GroupVersion().String())
+	if served, retry := Served(err); retry {
+		a.log.Warn("cannot tell whether NetworkAttachmentDefinitions are served", "error", err)
+		return
+	} else if !served {
+		a.log.Debug("NetworkAttachmentDefinitions not served; using the CNI conf dir only")
 		return
 	}
-	inf := dynamicinformer.NewFilteredDynamicInformer(a.dyn, gvr, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
+	a.watchNADs(ctx)
+}
+
+// watchNADs starts the NAD informer.
+func (a *Agent) watchNADs(ctx context.Context) {
+	inf := dynamicinformer.NewFilteredDynamicInformer(a.dyn, NADResource(), metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
 	_ = inf.SetTransform(lease.StripManagedFields)
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.trigger() },
@@ -389,18 +441,43 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 		return err
 	}
 	leases := a.cachedLeases()
-
-	var errs []error
-	held := 0
 	problems := map[string]int{}
 	seen := map[string]bool{}
 	for _, r := range refused {
 		problems[r.Reason]++
 		a.warn(seen, r.Reason+"/"+r.Key, r.Reason, r.Message)
 	}
+
+	// Routes first: they need only the informers' caches and the kernel,
+	// so an API server that does not answer never delays their repair.
+	rs, routeErr := a.reconcileRoutes(nets, nodeList, leases, problems, seen)
+
+	// Then the work that calls the API server, bounded: the loop must come
+	// back to the routes even when the API server hangs.
+	apiCtx, cancel := context.WithTimeout(ctx, a.opts.APITimeout)
+	defer cancel()
+	held, sliceErrs := a.ensureSlices(apiCtx, nets, self, problems, seen)
+	a.releaseOrphans(apiCtx, nodeList, leases)
+	a.forget(seen)
+
+	a.stats.update(func(s *Stats) {
+		s.Networks = len(nets)
+		s.LeasesHeld = held
+		s.RoutesProgrammed = rs.programmed
+		s.Problems = problems
+		s.RoutesAdded += uint64(rs.added)
+		s.RoutesDeleted += uint64(rs.deleted)
+	})
+	return errors.Join(append(sliceErrs, routeErr)...)
+}
+
+// ensureSlices gives this node its slice of every network; it returns how
+// many it holds.
+func (a *Agent) ensureSlices(ctx context.Context, nets map[string]Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (int, []error) {
+	var errs []error
+	held := 0
 	for _, name := range slices.Sorted(maps.Keys(nets)) {
-		n := nets[name]
-		ok, err := a.ensureSlice(ctx, n, self, problems, seen)
+		ok, err := a.ensureSlice(ctx, nets[name], self, problems, seen)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -408,43 +485,30 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 			held++
 		}
 	}
-	a.releaseOrphans(ctx, nodeList, leases)
+	return held, errs
+}
 
-	// Routes to every other node's slices.
-	var slices_ []routes.Slice
+// routeStats are what one reconcile did to the routes.
+type routeStats struct{ programmed, added, deleted int }
+
+// reconcileRoutes makes the kernel hold a route to every other node's
+// slices, from the informers' caches only (no API call).
+func (a *Agent) reconcileRoutes(nets map[string]Network, nodeList []*corev1.Node, leases []lease.Lease, problems map[string]int, seen map[string]bool) (routeStats, error) {
 	peers := map[string]routes.Peer{}
 	for _, node := range nodeList {
 		peers[node.Name] = routes.Peer{Name: node.Name, InternalIPs: internalIPs(node)}
 	}
-	for _, n := range nets {
-		if n.FromNodePodCIDR {
-			for _, node := range nodeList {
-				if p, ok := podCIDRIn(podCIDRs(node), n.Pool); ok {
-					slices_ = append(slices_, routes.Slice{Network: n.Name, Node: node.Name, Subnet: p})
-				}
-			}
-			continue
-		}
-		for _, l := range leases {
-			if l.Network == n.Name && l.Canonical() {
-				slices_ = append(slices_, routes.Slice{Network: l.Network, Node: l.Node, Subnet: l.Subnet})
-			}
-		}
-	}
 	connected, err := a.kernel.Connected()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return routeStats{}, err
 	}
-	desired, routeProblems := routes.Desired(me, slices_, peers, connected)
+	desired, routeProblems := routes.Desired(a.opts.NodeName, allSlices(nets, nodeList, leases), peers, connected)
 	kernel, err := a.kernel.Kernel()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return routeStats{}, err
 	}
 	plan := routes.Diff(desired, kernel)
 	failed, err := a.kernel.Apply(plan)
-	if err != nil {
-		errs = append(errs, err)
-	}
 	if !plan.Empty() {
 		a.log.Info("routes changed", "replaced", len(plan.Replace), "deleted", len(plan.Delete), "inPlace", plan.InPlace)
 		for _, r := range plan.Replace {
@@ -461,18 +525,29 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 			fmt.Sprintf("slice %s of network %s on node %s is a connected subnet of this node (a bridge still holds an address in it?): no route via %s; remove the address",
 				r.Dst, r.Network, r.Node, r.Gw))
 	}
-	a.forget(seen)
+	return routeStats{programmed: len(desired) - len(plan.Blocked) - failed, added: len(plan.Replace), deleted: len(plan.Delete)}, err
+}
 
-	programmed := len(desired) - len(plan.Blocked) - failed
-	a.stats.update(func(s *Stats) {
-		s.Networks = len(nets)
-		s.LeasesHeld = held
-		s.RoutesProgrammed = programmed
-		s.Problems = problems
-		s.RoutesAdded += uint64(len(plan.Replace))
-		s.RoutesDeleted += uint64(len(plan.Delete))
-	})
-	return errors.Join(errs...)
+// allSlices are every node's slices of the networks: their podCIDRs, or
+// their canonical leases.
+func allSlices(nets map[string]Network, nodeList []*corev1.Node, leases []lease.Lease) []routes.Slice {
+	var out []routes.Slice
+	for _, n := range nets {
+		if n.FromNodePodCIDR {
+			for _, node := range nodeList {
+				if p, ok := podCIDRIn(podCIDRs(node), n.Pool); ok {
+					out = append(out, routes.Slice{Network: n.Name, Node: node.Name, Subnet: p})
+				}
+			}
+			continue
+		}
+		for _, l := range leases {
+			if l.Network == n.Name && l.Canonical() {
+				out = append(out, routes.Slice{Network: l.Network, Node: l.Node, Subnet: l.Subnet})
+			}
+		}
+	}
+	return out
 }
 
 // ensureSlice gives this node its slice of n and writes the file the plugin

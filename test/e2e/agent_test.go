@@ -543,3 +543,46 @@ func TestLostLeaseTakesTheOldSliceAgain(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, strings.Count(strings.Join(events, "\n"), "SubnetChanged"), "one change, one Warning: %q", events)
 }
+
+// TestRoutesRepairedWhileTheAPIServerHangs: API calls in the reconcile
+// loop had no deadline, so a hung (SIGSTOPped) API server held the loop for
+// half a minute and more, and a route deleted meanwhile stayed missing.
+// Routes are reconciled from the informers' caches first, and the API
+// calls of a reconcile are bounded (--api-timeout).
+func TestRoutesRepairedWhileTheAPIServerHangs(t *testing.T) {
+	s := setup(t)
+	// A full pool: every reconcile of node-a asks the API server for a
+	// free slice.
+	createNAD(t, s, "tiny", "10.240.16.0/29", 30)
+	simulateNode(t, s, "node-b", "192.0.2.12", request("tiny", "10.240.16.0/29", 30))
+	simulateNode(t, s, "node-c", "192.0.2.13", request("tiny", "10.240.16.0/29", 30))
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	c.start(a, "--api-timeout", "2s")
+	want := []string{"10.240.16.0/30 via 192.0.2.12 dev eth0", "10.240.16.4/30 via 192.0.2.13 dev eth0"}
+	eventually(t, converge, "routes", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	waitEvent(t, s, "node-a", `Warning PoolExhausted: network "tiny": pool 10.240.16.0/29 has no free /30 slice left for node "node-a" (2 of 2 slices leased): `+
+		`enlarge nodeSubnets.pool, use a longer nodeSubnets.size, or delete the SubnetLeases of nodes that are gone `+
+		`(kubectl get subnetleases -l multi-bridge.cni.dev/network=tiny)`)
+
+	resume, err := s.server.Pause()
+	require.NoError(t, err)
+	t.Cleanup(resume)
+	nettest.MustRun(t, a.ns, "ip", "route", "del", "10.240.16.0/30")
+	eventually(t, converge, "route repaired while the API server hangs", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	// That reconcile now waits for the API server: the next repair comes
+	// once its API calls time out.
+	nettest.MustRun(t, a.ns, "ip", "route", "del", "10.240.16.4/30")
+	eventually(t, converge, "route repaired after the API calls timed out", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	assert.Contains(t, a.agent.Log(), `level=ERROR msg="reconcile failed; retrying"`)
+	assert.Contains(t, a.agent.Log(), "context deadline exceeded")
+	resume()
+
+	// And the agent is back to normal once the API server answers.
+	nettest.MustRun(t, a.ns, "ip", "route", "del", "10.240.16.0/30")
+	eventually(t, converge, "route repaired", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	eventually(t, converge, "ready again", func() (bool, string) {
+		code, body, err := a.agent.Get("/readyz")
+		return err == nil && code == 200, fmt.Sprint(code, body, err)
+	})
+}
