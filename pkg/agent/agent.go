@@ -568,7 +568,7 @@ func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, p
 		return false, err
 	}
 	if !ok {
-		return false, a.removeFile(dir, n.Name, seen)
+		return false, a.removeFile(dir, n.Name, problems, seen)
 	}
 	return true, a.writeSlice(dir, n, have, subnet)
 }
@@ -629,11 +629,12 @@ func (a *Agent) writeSlice(dir string, n Network, have *nodesubnet.Lease, subnet
 // slice of away, so that the plugin's ADD fails with "no slice yet". It
 // removes only a file that holds a lease of that very network; any other
 // file there is reported and left alone.
-func (a *Agent) removeFile(dir, network string, seen map[string]bool) error {
+func (a *Agent) removeFile(dir, network string, problems map[string]int, seen map[string]bool) error {
 	if _, err := nodesubnet.Read(dir, network); errors.Is(err, nodesubnet.ErrNotLeased) {
 		return nil
 	}
 	if err := nodesubnet.Remove(dir, network); err != nil {
+		problems[ReasonBadSubnetFile]++
 		a.warn(seen, ReasonBadSubnetFile+"/"+network, ReasonBadSubnetFile,
 			fmt.Sprintf("this node holds no slice of network %s, and its node subnet file is not the agent's: %v; remove the file by hand", network, err))
 		return nil

@@ -250,3 +250,28 @@ func TestInvalidEditKeepsTheNetwork(t *testing.T) {
 		return len(ra) == 0 && len(rb) == 0, fmt.Sprint(ra, rb)
 	})
 }
+
+// TestForeignSubnetFileLeftAlone: a node that holds no slice removed its
+// subnet file of the network even when the file was not a lease of that
+// network. Only the agent's own file goes; another is reported.
+func TestForeignSubnetFileLeftAlone(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "tiny", "10.240.16.0/29", 30)
+	simulateNode(t, s, "node-b", "192.0.2.12", request("tiny", "10.240.16.0/29", 30))
+	simulateNode(t, s, "node-c", "192.0.2.13", request("tiny", "10.240.16.0/29", 30))
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	dir := filepath.Join(a.runtimeDir, "subnets")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	path := filepath.Join(dir, "tiny.json")
+	foreign := `{"network":"other","node":"node-a","pool":"10.240.64.0/20","subnet":"10.240.64.0/24"}`
+	require.NoError(t, os.WriteFile(path, []byte(foreign), 0o644))
+	c.start(a)
+	waitEvent(t, s, "node-a", `Warning InvalidSubnetFile: this node holds no slice of network tiny, and its node subnet file is not the agent's: `+
+		`not removing it: node subnet file `+path+` holds a slice of network "other", not of "tiny"; remove the file by hand`)
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, foreign, string(got))
+	assert.Equal(t, "1", metric(t, a, `multi_bridge_agent_problems{reason="PoolExhausted"}`))
+	assert.Equal(t, "1", metric(t, a, `multi_bridge_agent_problems{reason="InvalidSubnetFile"}`))
+}
