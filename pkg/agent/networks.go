@@ -112,12 +112,12 @@ func parsePlugin(raw []byte, source string) (*Network, error) {
 		return nil, nil
 	}
 	if head.Name == "" {
-		// Multus names such a configuration after its NAD; only a
-		// network sliced per node needs its own name here.
-		if len(head.NodeSubnets) == 0 || string(head.NodeSubnets) == "null" {
-			return nil, nil
+		if len(head.NodeSubnets) > 0 && string(head.NodeSubnets) != "null" {
+			return nil, fmt.Errorf(`%s: a configuration with "nodeSubnets" needs a "name": it names the network's leases and the file the plugin reads`, source)
 		}
-		return nil, fmt.Errorf(`%s: a configuration with "nodeSubnets" needs a "name": it names the network's leases and the file the plugin reads`, source)
+		// Multus names it after its NAD: check the rest as the plugin
+		// will see it.
+		raw = withName(raw, "unnamed")
 	}
 	n, err := config.Load(raw, "")
 	if err != nil {
@@ -130,6 +130,17 @@ func parsePlugin(raw []byte, source string) (*Network, error) {
 		Name: head.Name, Pool: *n.Pool, Size: n.Conf.NodeSubnets.Size,
 		FromNodePodCIDR: n.Conf.NodeSubnets.FromNodePodCIDR, Source: source,
 	}, nil
+}
+
+// withName is the configuration raw (a JSON object) named name.
+func withName(raw []byte, name string) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
+	}
+	m["name"], _ = json.Marshal(name)
+	b, _ := json.Marshal(m)
+	return b
 }
 
 func describeSlicing(n Network) string {

@@ -63,6 +63,11 @@ func TestParseConfig(t *testing.T) {
 			config: `{"cniVersion":"1.1.0","type":"multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`,
 		},
 		{
+			name:    "no name: the rest is checked all the same",
+			config:  `{"cniVersion":"1.1.0","type":"multi-bridge","table":254,"ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`,
+			wantErr: `nad:demo/net1: invalid "table" 254: 254 is the kernel's "main" table`,
+		},
+		{
 			name:    "a name that is a path",
 			config:  `{"cniVersion":"1.1.0","name":"../../escape","type":"multi-bridge","nodeSubnets":{"pool":"10.240.16.0/20","size":24},"ipam":{"type":"host-local"}}`,
 			wantErr: `nad:demo/net1: invalid "name" "../../escape": CNI allows only letters, digits, '_', '.' and '-' in a network name, starting with a letter or digit; rename the network`,
