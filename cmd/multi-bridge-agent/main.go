@@ -123,6 +123,7 @@ func run(args []string) error {
 		removeOnExit = fs.Bool("remove-cni-config-on-exit", false, "remove the --cni-config file again when the agent stops")
 		healthAddr   = fs.String("health-addr", ":9809", "address of /healthz, /readyz and /metrics (empty: none)")
 		resync       = fs.Duration("resync", 30*time.Second, "period of full reconciles")
+		apiTimeout   = fs.Duration("api-timeout", 10*time.Second, "bound of one reconcile's API calls (routes are repaired from the caches meanwhile)")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		version      = fs.Bool("version", false, "print the version and exit")
 	)
@@ -150,7 +151,7 @@ func run(args []string) error {
 	}
 	a, err := agent.New(agent.Options{
 		NodeName: *nodeName, Config: cfg, RuntimeDir: *runtimeDir, CNIConfDir: *confDir, CNIConfig: data,
-		NetNS: *netnsPath, Resync: *resync, Log: log,
+		NetNS: *netnsPath, Resync: *resync, APITimeout: *apiTimeout, Log: log,
 	})
 	if err != nil {
 		return err

@@ -25,14 +25,12 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -68,6 +66,14 @@ const (
 	ReasonNoPodCIDR      = "NoPodCIDR"
 	ReasonRouteConflict  = "RouteConflict"
 	ReasonBadNetwork     = "InvalidNetworkConfig"
+	ReasonBadSubnetFile  = "InvalidSubnetFile"
+	// ReasonNetworkConflict: a definition of a network that contradicts
+	// the established one (another pool or size, or a pool overlapping
+	// another network's); ignored.
+	ReasonNetworkConflict = "NetworkConflict"
+	// ReasonSubnetChanged: this node's slice of a network is another one
+	// than it was (its lease was lost and its old slice taken).
+	ReasonSubnetChanged = "SubnetChanged"
 )
 
 // Options configure an agent.
@@ -95,6 +101,11 @@ type Options struct {
 	// OrphanGrace is how long a lease of a deleted Node may stay before any
 	// agent, not only the one responsible, releases it; default 2m.
 	OrphanGrace time.Duration
+	// APITimeout bounds the API calls of one reconcile (leasing,
+	// releasing); default 10s. Routes are reconciled from the informers'
+	// caches before, so a hanging API server never delays their repair
+	// by more than this.
+	APITimeout time.Duration
 	// Log receives the agent's logs; default slog.Default().
 	Log *slog.Logger
 }
@@ -129,6 +140,7 @@ type Agent struct {
 	fileNets   []Network
 	fileErrs   []error
 	reported   map[string]string // problem key -> message, to emit Events on change only
+	nadLast    nadHistory
 	orphanSeen map[types.UID]time.Time
 }
 
@@ -148,6 +160,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.OrphanGrace <= 0 {
 		opts.OrphanGrace = 2 * time.Minute
+	}
+	if opts.APITimeout <= 0 {
+		opts.APITimeout = 10 * time.Second
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -170,7 +185,7 @@ func New(opts Options) (*Agent, error) {
 		opts: opts, log: opts.Log.With("node", opts.NodeName), kube: kube, dyn: dyn,
 		leases: lease.NewClient(dyn), kernel: kernel,
 		dirty: make(chan struct{}, 1), ready: make(chan struct{}), held: map[string]lease.Lease{},
-		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{},
+		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{}, nadLast: nadHistory{},
 	}
 	a.stats.s.Problems = map[string]int{}
 	return a, nil
@@ -195,7 +210,7 @@ func (a *Agent) trigger() {
 // it returns: a restarted agent takes them over without a gap in traffic.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.kernel.Close()
-	if err := a.checkLeaseCRD(); err != nil {
+	if err := a.checkLeaseCRD(ctx); err != nil {
 		return err
 	}
 	a.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
@@ -230,7 +245,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	factory.Start(ctx.Done())
 	go a.leaseInformer.Run(ctx.Done())
-	a.startNADInformer(ctx)
+	if err := a.discoverNADs(ctx); err != nil {
+		return err
+	}
 	synced := []cache.InformerSynced{a.nodeInformer.HasSynced, a.leaseInformer.HasSynced}
 	if a.nadInformer != nil {
 		synced = append(synced, a.nadInformer.HasSynced)
@@ -278,34 +295,76 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) checkLeaseCRD() error {
-	_, err := a.kube.Discovery().ServerResourcesForGroupVersion(lease.Group + "/" + lease.Version)
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("the API server does not serve %s/%s %s: install the CRD deploy/crds/subnetlease.yaml (kubectl apply -f deploy/crds/subnetlease.yaml)",
-			lease.Group, lease.Version, lease.Resource)
-	}
+// Discovery retries back off from discoveryFirst to discoveryMax.
+const (
+	discoveryFirst = 200 * time.Millisecond
+	discoveryMax   = 30 * time.Second
+)
+
+// checkLeaseCRD waits until the API server says whether it serves
+// SubnetLeases, and refuses to run without them.
+func (a *Agent) checkLeaseCRD(ctx context.Context) error {
+	gv := lease.Group + "/" + lease.Version
+	served, err := waitServed(ctx, func() error { return a.discover(gv) }, discoveryFirst, discoveryMax, a.discoveryRetry(gv))
 	if err != nil {
-		return fmt.Errorf("asking the API server for %s/%s: %w", lease.Group, lease.Version, err)
+		return err
+	}
+	if !served {
+		return fmt.Errorf("the API server does not serve %s %s: install the CRD deploy/crds/subnetlease.yaml (kubectl apply -f deploy/crds/subnetlease.yaml)",
+			gv, lease.Resource)
 	}
 	return nil
 }
 
+func (a *Agent) discover(groupVersion string) error {
+	_, err := a.kube.Discovery().ServerResourcesForGroupVersion(groupVersion)
+	return err
+}
+
+func (a *Agent) discoveryRetry(groupVersion string) func(error, time.Duration) {
+	return func(err error, in time.Duration) {
+		a.log.Warn("cannot tell whether the API server serves "+groupVersion+"; asking again", "in", in, "error", err)
+	}
+}
+
+// discoverNADs starts watching NetworkAttachmentDefinitions if they are
+// served, waiting for a definite answer: started without NADs while they
+// exist, the agent would take every NAD network's routes away.
+func (a *Agent) discoverNADs(ctx context.Context) error {
+	gv := NADResource().GroupVersion().String()
+	served, err := waitServed(ctx, func() error { return a.discover(gv) }, discoveryFirst, discoveryMax, a.discoveryRetry(gv))
+	if err != nil {
+		return err
+	}
+	if !served {
+		a.log.Info("NetworkAttachmentDefinitions not served; using the CNI conf dir only (checked again every resync)")
+		return nil
+	}
+	a.watchNADs(ctx)
+	return nil
+}
+
 // startNADInformer starts watching NetworkAttachmentDefinitions once their
-// CRD exists (clusters without Multus have only the conf dir's networks).
+// CRD exists (clusters without Multus have only the conf dir's networks);
+// called every resync until it does.
 func (a *Agent) startNADInformer(ctx context.Context) {
 	if a.nadInformer != nil {
 		return
 	}
-	gvr := NADResource()
-	if _, err := a.kube.Discovery().ServerResourcesForGroupVersion(gvr.GroupVersion().String()); err != nil {
-		if apierrors.IsNotFound(err) {
-			a.log.Debug("NetworkAttachmentDefinitions not served; using the CNI conf dir only")
-		} else {
-			a.log.Warn("cannot tell whether NetworkAttachmentDefinitions are served", "error", err)
-		}
+	err := a.discover(NADResource().GroupVersion().String())
+	if served, retry := Served(err); retry {
+		a.log.Warn("cannot tell whether NetworkAttachmentDefinitions are served", "error", err)
+		return
+	} else if !served {
+		a.log.Debug("NetworkAttachmentDefinitions not served; using the CNI conf dir only")
 		return
 	}
-	inf := dynamicinformer.NewFilteredDynamicInformer(a.dyn, gvr, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
+	a.watchNADs(ctx)
+}
+
+// watchNADs starts the NAD informer.
+func (a *Agent) watchNADs(ctx context.Context) {
+	inf := dynamicinformer.NewFilteredDynamicInformer(a.dyn, NADResource(), metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
 	_ = inf.SetTransform(lease.StripManagedFields)
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.trigger() },
@@ -347,65 +406,6 @@ func (a *Agent) leaseGone(obj any) {
 	}
 }
 
-// networks merges the conf dir's and the NADs' definitions, reporting the
-// invalid and conflicting ones.
-func (a *Agent) networks() map[string]Network {
-	defs := slices.Clone(a.fileNets)
-	bad := map[string]string{}
-	for _, err := range a.fileErrs {
-		bad["file:"+err.Error()] = err.Error()
-	}
-	if a.nadInformer != nil {
-		objs := a.nadInformer.GetStore().List()
-		sort.Slice(objs, func(i, j int) bool { return key(objs[i]) < key(objs[j]) })
-		for _, o := range objs {
-			u, ok := o.(*unstructured.Unstructured)
-			if !ok {
-				continue
-			}
-			raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
-			if raw == "" {
-				continue // a NAD without config names a file on the node
-			}
-			ns, err := ParseConfig([]byte(raw), "nad:"+key(o))
-			if err != nil {
-				bad["nad:"+key(o)] = err.Error()
-				continue
-			}
-			defs = append(defs, ns...)
-		}
-	}
-	nets, conflicts := Merge(defs)
-	for _, c := range conflicts {
-		bad["conflict:"+c] = c
-	}
-	a.reportConfig(bad)
-	return nets
-}
-
-func key(obj any) string {
-	k, _ := cache.MetaNamespaceKeyFunc(obj)
-	return k
-}
-
-// reportConfig logs each invalid or conflicting definition once.
-func (a *Agent) reportConfig(bad map[string]string) {
-	for k, msg := range bad {
-		rk := "config/" + k
-		if a.reported[rk] != msg {
-			a.reported[rk] = msg
-			a.log.Error("ignoring network definition", "problem", msg)
-		}
-	}
-	for k := range a.reported {
-		if len(k) > 7 && k[:7] == "config/" {
-			if _, ok := bad[k[7:]]; !ok {
-				delete(a.reported, k)
-			}
-		}
-	}
-}
-
 // reconcile makes this node's leases, files and routes match the cluster.
 func (a *Agent) reconcile(ctx context.Context) error {
 	start := time.Now()
@@ -435,20 +435,49 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nets := a.networks()
+	nets, refused := a.networks()
 	nodeList, err := a.nodes.List(everything())
 	if err != nil {
 		return err
 	}
 	leases := a.cachedLeases()
-
-	var errs []error
-	held := 0
 	problems := map[string]int{}
 	seen := map[string]bool{}
+	for _, r := range refused {
+		problems[r.Reason]++
+		a.warn(seen, r.Reason+"/"+r.Key, r.Reason, r.Message)
+	}
+
+	// Routes first: they need only the informers' caches and the kernel,
+	// so an API server that does not answer never delays their repair.
+	rs, routeErr := a.reconcileRoutes(nets, nodeList, leases, problems, seen)
+
+	// Then the work that calls the API server, bounded: the loop must come
+	// back to the routes even when the API server hangs.
+	apiCtx, cancel := context.WithTimeout(ctx, a.opts.APITimeout)
+	defer cancel()
+	held, sliceErrs := a.ensureSlices(apiCtx, nets, self, problems, seen)
+	a.releaseOrphans(apiCtx, nodeList, leases)
+	a.forget(seen)
+
+	a.stats.update(func(s *Stats) {
+		s.Networks = len(nets)
+		s.LeasesHeld = held
+		s.RoutesProgrammed = rs.programmed
+		s.Problems = problems
+		s.RoutesAdded += uint64(rs.added)
+		s.RoutesDeleted += uint64(rs.deleted)
+	})
+	return errors.Join(append(sliceErrs, routeErr)...)
+}
+
+// ensureSlices gives this node its slice of every network; it returns how
+// many it holds.
+func (a *Agent) ensureSlices(ctx context.Context, nets map[string]Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (int, []error) {
+	var errs []error
+	held := 0
 	for _, name := range slices.Sorted(maps.Keys(nets)) {
-		n := nets[name]
-		ok, err := a.ensureSlice(ctx, n, self, problems, seen)
+		ok, err := a.ensureSlice(ctx, nets[name], self, problems, seen)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -456,43 +485,30 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 			held++
 		}
 	}
-	a.releaseOrphans(ctx, nodeList, leases)
+	return held, errs
+}
 
-	// Routes to every other node's slices.
-	var slices_ []routes.Slice
+// routeStats are what one reconcile did to the routes.
+type routeStats struct{ programmed, added, deleted int }
+
+// reconcileRoutes makes the kernel hold a route to every other node's
+// slices, from the informers' caches only (no API call).
+func (a *Agent) reconcileRoutes(nets map[string]Network, nodeList []*corev1.Node, leases []lease.Lease, problems map[string]int, seen map[string]bool) (routeStats, error) {
 	peers := map[string]routes.Peer{}
 	for _, node := range nodeList {
 		peers[node.Name] = routes.Peer{Name: node.Name, InternalIPs: internalIPs(node)}
 	}
-	for _, n := range nets {
-		if n.FromNodePodCIDR {
-			for _, node := range nodeList {
-				if p, ok := podCIDRIn(podCIDRs(node), n.Pool); ok {
-					slices_ = append(slices_, routes.Slice{Network: n.Name, Node: node.Name, Subnet: p})
-				}
-			}
-			continue
-		}
-		for _, l := range leases {
-			if l.Network == n.Name && l.Canonical() {
-				slices_ = append(slices_, routes.Slice{Network: l.Network, Node: l.Node, Subnet: l.Subnet})
-			}
-		}
-	}
 	connected, err := a.kernel.Connected()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return routeStats{}, err
 	}
-	desired, routeProblems := routes.Desired(me, slices_, peers, connected)
+	desired, routeProblems := routes.Desired(a.opts.NodeName, allSlices(nets, nodeList, leases), peers, connected)
 	kernel, err := a.kernel.Kernel()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return routeStats{}, err
 	}
 	plan := routes.Diff(desired, kernel)
 	failed, err := a.kernel.Apply(plan)
-	if err != nil {
-		errs = append(errs, err)
-	}
 	if !plan.Empty() {
 		a.log.Info("routes changed", "replaced", len(plan.Replace), "deleted", len(plan.Delete), "inPlace", plan.InPlace)
 		for _, r := range plan.Replace {
@@ -509,75 +525,129 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 			fmt.Sprintf("slice %s of network %s on node %s is a connected subnet of this node (a bridge still holds an address in it?): no route via %s; remove the address",
 				r.Dst, r.Network, r.Node, r.Gw))
 	}
-	a.forget(seen)
+	return routeStats{programmed: len(desired) - len(plan.Blocked) - failed, added: len(plan.Replace), deleted: len(plan.Delete)}, err
+}
 
-	programmed := len(desired) - len(plan.Blocked) - failed
-	a.stats.update(func(s *Stats) {
-		s.Networks = len(nets)
-		s.LeasesHeld = held
-		s.RoutesProgrammed = programmed
-		s.Problems = problems
-		s.RoutesAdded += uint64(len(plan.Replace))
-		s.RoutesDeleted += uint64(len(plan.Delete))
-	})
-	return errors.Join(errs...)
+// allSlices are every node's slices of the networks: their podCIDRs, or
+// their canonical leases.
+func allSlices(nets map[string]Network, nodeList []*corev1.Node, leases []lease.Lease) []routes.Slice {
+	var out []routes.Slice
+	for _, n := range nets {
+		if n.FromNodePodCIDR {
+			for _, node := range nodeList {
+				if p, ok := podCIDRIn(podCIDRs(node), n.Pool); ok {
+					out = append(out, routes.Slice{Network: n.Name, Node: node.Name, Subnet: p})
+				}
+			}
+			continue
+		}
+		for _, l := range leases {
+			if l.Network == n.Name && l.Canonical() {
+				out = append(out, routes.Slice{Network: l.Network, Node: l.Node, Subnet: l.Subnet})
+			}
+		}
+	}
+	return out
 }
 
 // ensureSlice gives this node its slice of n and writes the file the plugin
 // reads. It reports whether the node has a slice.
 func (a *Agent) ensureSlice(ctx context.Context, n Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (bool, error) {
-	me := a.opts.NodeName
 	dir := nodesubnet.Dir(a.opts.RuntimeDir)
+	// The slice the node had (nil: none, or a file the agent did not write).
+	have, _ := nodesubnet.Read(dir, n.Name)
 	var subnet netip.Prefix
+	var ok bool
+	var err error
 	if n.FromNodePodCIDR {
-		p, ok := podCIDRIn(podCIDRs(self), n.Pool)
-		if !ok {
-			problems[ReasonNoPodCIDR]++
-			a.warn(seen, ReasonNoPodCIDR+"/"+n.Name, ReasonNoPodCIDR,
-				fmt.Sprintf("network %s takes this node's slice from spec.podCIDRs, but none (%v) lies in its pool %s: "+
-					"set the Node's podCIDR (kube-controller-manager --allocate-node-cidrs) or fix nodeSubnets.pool", n.Name, podCIDRs(self), n.Pool))
-			return false, a.removeFile(dir, n.Name)
-		}
-		subnet = p
+		subnet, ok = a.podCIDRSlice(n, self, problems, seen)
 	} else {
-		l, err := a.ensureLease(ctx, n, self)
-		var ex *lease.ExhaustedError
-		if errors.As(err, &ex) {
-			// A problem of that network (an Event, a metric), not of the
-			// agent: its other networks are served and it stays ready. A
-			// lease released anywhere triggers the next try.
-			problems[ReasonPoolExhausted]++
-			a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
-			return false, a.removeFile(dir, n.Name)
-		}
-		if err != nil {
-			return false, err
-		}
-		subnet = l.Subnet
+		subnet, ok, err = a.leasedSlice(ctx, n, self, PreferredSlice(have, n), problems, seen)
 	}
-	want := nodesubnet.Lease{Network: n.Name, Node: me, Pool: n.Pool, Subnet: subnet}
-	if have, err := nodesubnet.Read(dir, n.Name); err == nil && *have == want {
-		return true, nil
+	if err != nil {
+		return false, err
 	}
-	if err := nodesubnet.Write(dir, want); err != nil {
-		return true, fmt.Errorf("writing %s: %w", nodesubnet.Path(dir, n.Name), err)
+	if !ok {
+		return false, a.removeFile(dir, n.Name, problems, seen)
 	}
-	a.log.Info("node subnet file written", "network", n.Name, "subnet", subnet, "pool", n.Pool, "file", nodesubnet.Path(dir, n.Name))
-	return true, nil
+	return true, a.writeSlice(dir, n, have, subnet)
 }
 
-func (a *Agent) removeFile(dir, network string) error {
+// podCIDRSlice is this node's slice of a fromNodePodCIDR network.
+func (a *Agent) podCIDRSlice(n Network, self *corev1.Node, problems map[string]int, seen map[string]bool) (netip.Prefix, bool) {
+	p, ok := podCIDRIn(podCIDRs(self), n.Pool)
+	if !ok {
+		problems[ReasonNoPodCIDR]++
+		a.warn(seen, ReasonNoPodCIDR+"/"+n.Name, ReasonNoPodCIDR,
+			fmt.Sprintf("network %s takes this node's slice from spec.podCIDRs, but none (%v) lies in its pool %s: "+
+				"set the Node's podCIDR (kube-controller-manager --allocate-node-cidrs) or fix nodeSubnets.pool", n.Name, podCIDRs(self), n.Pool))
+	}
+	return p, ok
+}
+
+// leasedSlice is this node's leased slice of n, leased now if need be
+// (prefer first).
+func (a *Agent) leasedSlice(ctx context.Context, n Network, self *corev1.Node, prefer netip.Prefix, problems map[string]int, seen map[string]bool) (netip.Prefix, bool, error) {
+	l, err := a.ensureLease(ctx, n, self, prefer)
+	var ex *lease.ExhaustedError
+	if errors.As(err, &ex) {
+		// A problem of that network (an Event, a metric), not of the
+		// agent: its other networks are served and it stays ready. A
+		// lease released anywhere triggers the next try.
+		problems[ReasonPoolExhausted]++
+		a.warn(seen, ReasonPoolExhausted+"/"+n.Name, ReasonPoolExhausted, err.Error())
+		return netip.Prefix{}, false, nil
+	}
+	if err != nil {
+		return netip.Prefix{}, false, err
+	}
+	return l.Subnet, true, nil
+}
+
+// writeSlice writes the node subnet file of n unless it holds subnet
+// already. A node whose slice changed gets a Warning Event: its pods still
+// use addresses of the old slice, which may be another node's by now.
+func (a *Agent) writeSlice(dir string, n Network, have *nodesubnet.Lease, subnet netip.Prefix) error {
+	want := nodesubnet.Lease{Network: n.Name, Node: a.opts.NodeName, Pool: n.Pool, Subnet: subnet}
+	if have != nil && *have == want {
+		return nil
+	}
+	if err := nodesubnet.Write(dir, want); err != nil {
+		return fmt.Errorf("writing %s: %w", nodesubnet.Path(dir, n.Name), err)
+	}
+	a.log.Info("node subnet file written", "network", n.Name, "subnet", subnet, "pool", n.Pool, "file", nodesubnet.Path(dir, n.Name))
+	if have != nil && have.Subnet != subnet {
+		msg := fmt.Sprintf("this node's slice of network %s changed from %s to %s: pods on this node that still have addresses of %s "+
+			"must be restarted (those addresses may be another node's now)", n.Name, have.Subnet, subnet, have.Subnet)
+		a.log.Warn(msg, "reason", ReasonSubnetChanged)
+		a.event(corev1.EventTypeWarning, ReasonSubnetChanged, msg)
+	}
+	return nil
+}
+
+// removeFile takes the node subnet file of a network this node holds no
+// slice of away, so that the plugin's ADD fails with "no slice yet". It
+// removes only a file that holds a lease of that very network; any other
+// file there is reported and left alone.
+func (a *Agent) removeFile(dir, network string, problems map[string]int, seen map[string]bool) error {
 	if _, err := nodesubnet.Read(dir, network); errors.Is(err, nodesubnet.ErrNotLeased) {
 		return nil
 	}
-	a.log.Warn("removing node subnet file: this node holds no slice", "network", network)
-	return nodesubnet.Remove(dir, network)
+	if err := nodesubnet.Remove(dir, network); err != nil {
+		problems[ReasonBadSubnetFile]++
+		a.warn(seen, ReasonBadSubnetFile+"/"+network, ReasonBadSubnetFile,
+			fmt.Sprintf("this node holds no slice of network %s, and its node subnet file is not the agent's: %v; remove the file by hand", network, err))
+		return nil
+	}
+	a.log.Warn("removed node subnet file: this node holds no slice", "network", network)
+	return nil
 }
 
 // ensureLease returns this node's lease of n, acquiring one when it holds
-// none that fits (first start, agent restart, pool or size changed).
-func (a *Agent) ensureLease(ctx context.Context, n Network, self *corev1.Node) (lease.Lease, error) {
-	req := lease.Request{Network: n.Name, Pool: n.Pool, Size: n.Size, Node: a.opts.NodeName, NodeUID: self.UID}
+// none that fits (first start, agent restart, pool or size changed, lease
+// deleted): prefer first, if it is free.
+func (a *Agent) ensureLease(ctx context.Context, n Network, self *corev1.Node, prefer netip.Prefix) (lease.Lease, error) {
+	req := lease.Request{Network: n.Name, Pool: n.Pool, Size: n.Size, Node: a.opts.NodeName, NodeUID: self.UID, Prefer: prefer}
 	a.mu.Lock()
 	h, ok := a.held[n.Name]
 	a.mu.Unlock()
@@ -689,9 +759,6 @@ func (a *Agent) warn(seen map[string]bool, key, reason, msg string) {
 // come back.
 func (a *Agent) forget(seen map[string]bool) {
 	for k := range a.reported {
-		if len(k) > 7 && k[:7] == "config/" {
-			continue
-		}
 		if !seen[k] {
 			delete(a.reported, k)
 		}

@@ -9,8 +9,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 )
 
 // PluginType is the CNI type whose configurations the agent serves.
@@ -24,10 +26,16 @@ type Network struct {
 	Pool            netip.Prefix
 	Size            int
 	FromNodePodCIDR bool
-	// Source says where the definition came from: "nad:<ns>/<name>" or
-	// "file:<path>".
+	// Source says where the definition came from: "nad:<ns>/<name>",
+	// "file:<path>" (the CNI conf dir) or "--cni-config".
 	Source string
+	// Created is the NAD's creationTimestamp; zero for the node's files.
+	Created time.Time
 }
+
+// FromFile reports whether the definition is one of the node's own files
+// (the CNI conf dir or --cni-config) rather than a NAD.
+func (n Network) FromFile() bool { return !strings.HasPrefix(n.Source, "nad:") }
 
 // Same reports whether two definitions slice the same way.
 func (n Network) Same(o Network) bool {
@@ -93,14 +101,23 @@ func ParseConfig(raw []byte, source string) ([]Network, error) {
 
 func parsePlugin(raw []byte, source string) (*Network, error) {
 	var head struct {
-		Type string `json:"type"`
-		Name string `json:"name"`
+		Type        string          `json:"type"`
+		Name        string          `json:"name"`
+		NodeSubnets json.RawMessage `json:"nodeSubnets"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	if head.Type != PluginType {
 		return nil, nil
+	}
+	if head.Name == "" {
+		if len(head.NodeSubnets) > 0 && string(head.NodeSubnets) != "null" {
+			return nil, fmt.Errorf(`%s: a configuration with "nodeSubnets" needs a "name": it names the network's leases and the file the plugin reads`, source)
+		}
+		// Multus names it after its NAD: check the rest as the plugin
+		// will see it.
+		raw = withName(raw, "unnamed")
 	}
 	n, err := config.Load(raw, "")
 	if err != nil {
@@ -109,33 +126,21 @@ func parsePlugin(raw []byte, source string) (*Network, error) {
 	if n.Conf.NodeSubnets == nil {
 		return nil, nil
 	}
-	if head.Name == "" {
-		return nil, fmt.Errorf(`%s: a configuration with "nodeSubnets" needs a "name": it names the network's leases and the file the plugin reads`, source)
-	}
 	return &Network{
 		Name: head.Name, Pool: *n.Pool, Size: n.Conf.NodeSubnets.Size,
 		FromNodePodCIDR: n.Conf.NodeSubnets.FromNodePodCIDR, Source: source,
 	}, nil
 }
 
-// Merge keys definitions by network name. Definitions come in priority
-// order; a later one that slices differently from the first of its name is
-// a conflict (reported, ignored): every node must slice a network alike, or
-// two nodes could lease overlapping slices of different sizes.
-func Merge(defs []Network) (map[string]Network, []string) {
-	out := map[string]Network{}
-	var conflicts []string
-	for _, d := range defs {
-		first, ok := out[d.Name]
-		switch {
-		case !ok:
-			out[d.Name] = d
-		case !first.Same(d):
-			conflicts = append(conflicts, fmt.Sprintf("network %q: %s defines it as %s, but %s as %s; using the first: make all definitions of a network slice the same pool alike",
-				d.Name, d.Source, describeSlicing(d), first.Source, describeSlicing(first)))
-		}
+// withName is the configuration raw (a JSON object) named name.
+func withName(raw []byte, name string) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
 	}
-	return out, conflicts
+	m["name"], _ = json.Marshal(name)
+	b, _ := json.Marshal(m)
+	return b
 }
 
 func describeSlicing(n Network) string {
@@ -211,4 +216,15 @@ func podCIDRIn(podCIDRs []string, pool netip.Prefix) (netip.Prefix, bool) {
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// PreferredSlice is the slice a node should lease again when it holds no
+// lease of n: the one in its node subnet file (have, nil when none), if it
+// is a slice of n's pool and size. The node's pods still use its addresses;
+// taking another slice would leave them on addresses the next node may get.
+func PreferredSlice(have *nodesubnet.Lease, n Network) netip.Prefix {
+	if have == nil || n.FromNodePodCIDR || have.Network != n.Name || have.Pool != n.Pool || have.Subnet.Bits() != n.Size {
+		return netip.Prefix{}
+	}
+	return have.Subnet
 }

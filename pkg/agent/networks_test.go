@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 )
 
 var pfx = netip.MustParsePrefix
@@ -57,6 +59,25 @@ func TestParseConfig(t *testing.T) {
 			wantErr: `nad:demo/net1: a configuration with "nodeSubnets" needs a "name"`,
 		},
 		{
+			name:   "no name and no nodeSubnets: Multus names it after its NAD",
+			config: `{"cniVersion":"1.1.0","type":"multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`,
+		},
+		{
+			name:    "no name: the rest is checked all the same",
+			config:  `{"cniVersion":"1.1.0","type":"multi-bridge","table":254,"ipam":{"type":"host-local","subnet":"10.240.10.0/24"}}`,
+			wantErr: `nad:demo/net1: invalid "table" 254: 254 is the kernel's "main" table`,
+		},
+		{
+			name:    "a name that is a path",
+			config:  `{"cniVersion":"1.1.0","name":"../../escape","type":"multi-bridge","nodeSubnets":{"pool":"10.240.16.0/20","size":24},"ipam":{"type":"host-local"}}`,
+			wantErr: `nad:demo/net1: invalid "name" "../../escape": CNI allows only letters, digits, '_', '.' and '-' in a network name, starting with a letter or digit; rename the network`,
+		},
+		{
+			name:    "a conflist whose name is a path",
+			config:  `{"cniVersion":"1.1.0","name":"../x","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"10.240.32.0/20","size":24},"ipam":{"type":"host-local"}}]}`,
+			wantErr: `nad:demo/net1 plugins[0]: invalid "name" "../x"`,
+		},
+		{
 			name:    "invalid conflist plugin",
 			config:  `{"cniVersion":"1.1.0","name":"net2","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"10.240.32.0/20","size":8},"ipam":{"type":"host-local"}}]}`,
 			wantErr: `nad:demo/net1 plugins[0]: invalid "nodeSubnets.size" 8: must be longer than the pool's /20`,
@@ -77,18 +98,6 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
-}
-
-func TestMerge(t *testing.T) {
-	a := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 24, Source: "nad:a/net1"}
-	same := a
-	same.Source = "nad:b/net1"
-	other := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 25, Source: "nad:c/net1"}
-	b := Network{Name: "net2", Pool: pfx("10.240.32.0/20"), Size: 24, Source: "nad:a/net2"}
-
-	got, conflicts := Merge([]Network{a, same, other, b})
-	assert.Equal(t, map[string]Network{"net1": a, "net2": b}, got)
-	assert.Equal(t, []string{`network "net1": nad:c/net1 defines it as pool 10.240.16.0/20 in /25 slices, but nad:a/net1 as pool 10.240.16.0/20 in /24 slices; using the first: make all definitions of a network slice the same pool alike`}, conflicts)
 }
 
 func TestReadConfDir(t *testing.T) {
@@ -174,4 +183,22 @@ func TestSlimNodeAndChanges(t *testing.T) {
 	cidr := s.DeepCopy()
 	cidr.Spec.PodCIDRs = []string{"10.240.2.0/24"}
 	assert.True(t, nodeChanged(s, cidr))
+}
+
+func TestPreferredSlice(t *testing.T) {
+	n := Network{Name: "net1", Pool: pfx("10.240.16.0/20"), Size: 24}
+	had := nodesubnet.Lease{Network: "net1", Node: "node-a", Pool: pfx("10.240.16.0/20"), Subnet: pfx("10.240.17.0/24")}
+	assert.Equal(t, pfx("10.240.17.0/24"), PreferredSlice(&had, n))
+	assert.False(t, PreferredSlice(nil, n).IsValid(), "no file")
+	for name, mutate := range map[string]func(*nodesubnet.Lease, *Network){
+		"the pool changed":    func(_ *nodesubnet.Lease, n *Network) { n.Pool = pfx("10.240.16.0/21") },
+		"the size changed":    func(_ *nodesubnet.Lease, n *Network) { n.Size = 25 },
+		"podCIDR network":     func(_ *nodesubnet.Lease, n *Network) { n.Size, n.FromNodePodCIDR = 0, true },
+		"another network's":   func(l *nodesubnet.Lease, _ *Network) { l.Network = "net2" },
+		"slice of other size": func(l *nodesubnet.Lease, _ *Network) { l.Subnet = pfx("10.240.17.0/25") },
+	} {
+		l, nn := had, n
+		mutate(&l, &nn)
+		assert.False(t, PreferredSlice(&l, nn).IsValid(), name)
+	}
 }

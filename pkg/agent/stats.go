@@ -4,6 +4,8 @@ import (
 	"maps"
 	"sync"
 	"time"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/routes"
 )
 
 // Stats are the agent's counters and gauges, in one place so that health and
@@ -17,7 +19,10 @@ type Stats struct {
 	// RoutesProgrammed is the number of routes to other nodes present in
 	// the kernel after the last reconcile.
 	RoutesProgrammed int
-	// Problems counts slices without a route, by reason (NotOnLink, ...).
+	// Problems counts what the agent reports with Warning Events, by
+	// reason: slices without a route (NotOnLink, ...; see
+	// IsRouteProblem), exhausted pools, invalid or conflicting network
+	// definitions.
 	Problems map[string]int
 
 	Reconciles      uint64
@@ -52,4 +57,14 @@ func (s *stats) snapshot() Stats {
 	out := s.s
 	out.Problems = maps.Clone(s.s.Problems)
 	return out
+}
+
+// IsRouteProblem reports whether a Problems reason means that another
+// node's slice has no route on this node.
+func IsRouteProblem(reason string) bool {
+	switch reason {
+	case string(routes.NotOnLink), string(routes.NoInternalIP), string(routes.Overlap), ReasonRouteConflict:
+		return true
+	}
+	return false
 }

@@ -225,7 +225,7 @@ func load(stdin []byte, cniArgs string, lenient bool) (*Network, []error, error)
 		InfraContainerID: args.Get("K8S_POD_INFRA_CONTAINER_ID"),
 	}
 	for _, check := range []func(*Network, Args) error{
-		validateBridge, validateLayer3, validateRouting, validateLink,
+		validateName, validateBridge, validateLayer3, validateRouting, validateLink,
 		validateMasq, validateUnsupported, validateMAC, validateIPs,
 		validateNodeSubnets, validateLogLevel,
 	} {
@@ -295,6 +295,24 @@ func jsonKind(goKind string) string {
 	default:
 		return "an object"
 	}
+}
+
+// validateName applies CNI's own rule for network names (skel applies it
+// before the plugin runs, but the node agent loads configurations itself).
+// The name becomes part of file names on the node (the node's slice file,
+// lock files), so it must never be a path: the rule admits no '/' and no
+// name that starts with '.'.
+func validateName(n *Network, _ Args) error {
+	name := n.Conf.Name
+	if name == "" {
+		return invalid(`"name"`, `""`, "a network needs a name",
+			`add "name": the network's name, made of letters, digits, '_', '.' and '-', starting with a letter or digit`)
+	}
+	if err := utils.ValidateNetworkName(name); err != nil {
+		return invalid(`"name"`, fmt.Sprintf("%q", name), "CNI allows only letters, digits, '_', '.' and '-' in a network name, starting with a letter or digit",
+			"rename the network (e.g. \"net1\")")
+	}
+	return nil
 }
 
 func validateBridge(n *Network, _ Args) error {

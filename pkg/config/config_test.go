@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -35,6 +37,13 @@ func TestRefusedValues(t *testing.T) {
 		code        uint
 		msg         string
 	}{
+		{"name with a path", `"name":"../../x"`, types.ErrInvalidNetworkConfig, `invalid "name" "../../x": CNI allows only letters, digits, '_', '.' and '-' in a network name, starting with a letter or digit`},
+		{"name with a slash", `"name":"a/b"`, types.ErrInvalidNetworkConfig, `invalid "name" "a/b": CNI allows only`},
+		{"name dot", `"name":"."`, types.ErrInvalidNetworkConfig, `invalid "name" ".": CNI allows only`},
+		{"name dot dot", `"name":".."`, types.ErrInvalidNetworkConfig, `invalid "name" "..": CNI allows only`},
+		{"name hidden", `"name":".net1"`, types.ErrInvalidNetworkConfig, `invalid "name" ".net1": CNI allows only`},
+		{"name with a space", `"name":"net 1"`, types.ErrInvalidNetworkConfig, `invalid "name" "net 1": CNI allows only`},
+		{"name empty", `"name":""`, types.ErrInvalidNetworkConfig, `invalid "name" "": a network needs a name`},
 		{"table default", `"table":253`, types.ErrInvalidNetworkConfig, `invalid "table" 253: 253 is the kernel's "default" table`},
 		{"table main", `"table":254`, types.ErrInvalidNetworkConfig, `invalid "table" 254: 254 is the kernel's "main" table`},
 		{"table local", `"table":255`, types.ErrInvalidNetworkConfig, `invalid "table" 255: 255 is the kernel's "local" table`},
@@ -304,4 +313,13 @@ func TestMissingVersionGetsTheNewestResult(t *testing.T) {
 	n, err = loadConf(t, "", "")
 	require.NoError(t, err)
 	assert.Equal(t, "1.1.0", n.ResultVersion())
+}
+
+// Every name CNI accepts is accepted, whatever else it looks like.
+func TestNamesCNIAccepts(t *testing.T) {
+	for _, name := range []string{"net1", "Net_1", "my.net", "a..b", "0-x", "a.", strings.Repeat("n", 300)} {
+		n, err := loadConf(t, `"name":`+strconv.Quote(name), "")
+		require.NoError(t, err, name)
+		assert.Equal(t, name, n.Conf.Name)
+	}
 }

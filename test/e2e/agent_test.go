@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -448,4 +449,140 @@ func TestNodeRecreatedAdoptsItsLease(t *testing.T) {
 		return l.UID == before.UID && l.OwnerUID == n.UID, fmt.Sprintf("lease %s uid %s owner %s", l.Name, l.UID, l.OwnerUID)
 	})
 	assert.Equal(t, before.Subnet.String(), slicesFile(t, a, "net1"))
+}
+
+// TestIPv6RoutesConvergeAndStay: nodes with IPv6 InternalIPs and an IPv6
+// pool. The kernel reports IPv6 routes added without a metric with metric
+// 1024; the agent took its own routes for foreign ones and deleted and
+// re-added them forever (thousands of reconciles a second). Converged
+// agents must stop: their counters stand still.
+func TestIPv6RoutesConvergeAndStay(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net6", "fd00:10:240:1000::/56", 64)
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "2001:db8::11", "")
+	b := c.addNode("node-b", "2001:db8::12", "")
+	// No periodic resync during the test: every reconcile is triggered by
+	// a change.
+	c.start(a, "--resync", "10m")
+	eventually(t, converge, "node-a leased", func() (bool, string) { return slicesFile(t, a, "net6") != "", "no file" })
+	c.start(b, "--resync", "10m")
+	eventually(t, converge, "routes both ways", func() (bool, string) {
+		okA, dA := equalLines([]string{"fd00:10:240:1001::/64 via 2001:db8::12 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, a))
+		okB, dB := equalLines([]string{"fd00:10:240:1000::/64 via 2001:db8::11 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, b))
+		return okA && okB, dA + "\n" + dB
+	})
+	assert.Equal(t, "fd00:10:240:1000::/64", slicesFile(t, a, "net6"))
+	assert.Equal(t, "fd00:10:240:1001::/64", slicesFile(t, b, "net6"))
+
+	counters := func() string {
+		var out []string
+		for _, n := range []*node{a, b} {
+			for _, m := range []string{"reconciles_total", "routes_added_total", "routes_deleted_total"} {
+				out = append(out, n.name+" "+m+" "+metric(t, n, "multi_bridge_agent_"+m))
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	eventually(t, converge, "counters stand still for two seconds", func() (bool, string) {
+		before := counters()
+		time.Sleep(2 * time.Second)
+		after := counters()
+		return before == after, "before:\n" + before + "\nafter:\n" + after
+	})
+	for _, n := range []*node{a, b} {
+		assert.Equal(t, "1", metric(t, n, "multi_bridge_agent_routes_added_total"), n.name)
+		assert.Equal(t, "0", metric(t, n, "multi_bridge_agent_routes_deleted_total"), n.name)
+	}
+	assert.Equal(t, []string{"fd00:10:240:1001::/64 via 2001:db8::12 dev eth0 metric 1024 pref medium"}, agentRoutes6(t, a))
+}
+
+// TestLostLeaseTakesTheOldSliceAgain: a node whose lease went (deleted by
+// hand, or released while its Node was deleted and registered again) took
+// the first free slice, so its running pods' addresses could end up on
+// another node. It takes the slice of its node subnet file again when that
+// one is free, and says so when it cannot.
+func TestLostLeaseTakesTheOldSliceAgain(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	peer := simulateNode(t, s, "node-b", "192.0.2.12", request("net1", "10.240.16.0/20", 24))
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	c.start(a)
+	eventually(t, converge, "lease", func() (bool, string) { return slicesFile(t, a, "net1") == "10.240.17.0/24", slicesFile(t, a, "net1") })
+	client := lease.NewClient(s.server.Dyn)
+	// A lower slice becomes free; then node-a's lease is deleted by hand.
+	require.NoError(t, client.Delete(ctxT(t), peer[0]))
+	ls, err := s.server.Leases(ctxT(t), "net1")
+	require.NoError(t, err)
+	old := leaseOf(t, ls, "node-a")
+	require.NoError(t, client.Delete(ctxT(t), old))
+	eventually(t, converge, "node-a leased again", func() (bool, string) {
+		ls, err := s.server.Leases(ctxT(t), "net1")
+		require.NoError(t, err)
+		return len(ls) == 1 && ls[0].Node == "node-a" && ls[0].UID != old.UID, fmt.Sprint(ls)
+	})
+	ls, err = s.server.Leases(ctxT(t), "net1")
+	require.NoError(t, err)
+	assert.Equal(t, "10.240.17.0/24", ls[0].Subnet.String(), "its old slice, not the first free one")
+	assert.Equal(t, "10.240.17.0/24", slicesFile(t, a, "net1"))
+
+	// While its agent is down, node-a's lease goes and another node takes
+	// its slice: node-a gets another one, with a Warning.
+	a.agent.Kill()
+	require.NoError(t, client.Delete(ctxT(t), ls[0]))
+	taker := request("net1", "10.240.16.0/20", 24)
+	taker.Prefer = netip.MustParsePrefix("10.240.17.0/24")
+	simulateNode(t, s, "node-c", "192.0.2.13", taker)
+	c.start(a)
+	waitEvent(t, s, "node-a", "Warning SubnetChanged: this node's slice of network net1 changed from 10.240.17.0/24 to 10.240.16.0/24: "+
+		"pods on this node that still have addresses of 10.240.17.0/24 must be restarted (those addresses may be another node's now)")
+	assert.Equal(t, map[string]string{"node-a": "10.240.16.0/24", "node-c": "10.240.17.0/24"}, leasesByNode(t, s, "net1"))
+	assert.Equal(t, "10.240.16.0/24", slicesFile(t, a, "net1"))
+	events, err := s.server.Events(ctxT(t), "node-a")
+	require.NoError(t, err)
+	assert.Equal(t, 1, strings.Count(strings.Join(events, "\n"), "SubnetChanged"), "one change, one Warning: %q", events)
+}
+
+// TestRoutesRepairedWhileTheAPIServerHangs: API calls in the reconcile
+// loop had no deadline, so a hung (SIGSTOPped) API server held the loop for
+// half a minute and more, and a route deleted meanwhile stayed missing.
+// Routes are reconciled from the informers' caches first, and the API
+// calls of a reconcile are bounded (--api-timeout).
+func TestRoutesRepairedWhileTheAPIServerHangs(t *testing.T) {
+	s := setup(t)
+	// A full pool: every reconcile of node-a asks the API server for a
+	// free slice.
+	createNAD(t, s, "tiny", "10.240.16.0/29", 30)
+	simulateNode(t, s, "node-b", "192.0.2.12", request("tiny", "10.240.16.0/29", 30))
+	simulateNode(t, s, "node-c", "192.0.2.13", request("tiny", "10.240.16.0/29", 30))
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	c.start(a, "--api-timeout", "2s")
+	want := []string{"10.240.16.0/30 via 192.0.2.12 dev eth0", "10.240.16.4/30 via 192.0.2.13 dev eth0"}
+	eventually(t, converge, "routes", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	waitEvent(t, s, "node-a", `Warning PoolExhausted: network "tiny": pool 10.240.16.0/29 has no free /30 slice left for node "node-a" (2 of 2 slices leased): `+
+		`enlarge nodeSubnets.pool, use a longer nodeSubnets.size, or delete the SubnetLeases of nodes that are gone `+
+		`(kubectl get subnetleases -l multi-bridge.cni.dev/network=tiny)`)
+
+	resume, err := s.server.Pause()
+	require.NoError(t, err)
+	t.Cleanup(resume)
+	nettest.MustRun(t, a.ns, "ip", "route", "del", "10.240.16.0/30")
+	eventually(t, converge, "route repaired while the API server hangs", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	// That reconcile now waits for the API server: the next repair comes
+	// once its API calls time out.
+	nettest.MustRun(t, a.ns, "ip", "route", "del", "10.240.16.4/30")
+	eventually(t, converge, "route repaired after the API calls timed out", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	assert.Contains(t, a.agent.Log(), `level=ERROR msg="reconcile failed; retrying"`)
+	assert.Contains(t, a.agent.Log(), "context deadline exceeded")
+	resume()
+
+	// And the agent is back to normal once the API server answers.
+	nettest.MustRun(t, a.ns, "ip", "route", "del", "10.240.16.0/30")
+	eventually(t, converge, "route repaired", func() (bool, string) { return equalLines(want, agentRoutes(t, a)) })
+	eventually(t, converge, "ready again", func() (bool, string) {
+		code, body, err := a.agent.Get("/readyz")
+		return err == nil && code == 200, fmt.Sprint(code, body, err)
+	})
 }

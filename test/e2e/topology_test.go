@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/stretchr/testify/require"
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
 	"github.com/multi-bridge-cni/multi-bridge/test/kubetest"
@@ -53,9 +54,9 @@ func newCluster(t *testing.T, s *suite) *testCluster {
 	return c
 }
 
-// addNode makes a node namespace attached to the underlay with ip/24,
-// strict reverse-path filtering and forwarding on, and its Node object
-// (podCIDR may be empty).
+// addNode makes a node namespace attached to the underlay with ip/24 (an
+// IPv6 ip: ip/64), strict reverse-path filtering and forwarding on, and its
+// Node object (podCIDR may be empty).
 func (c *testCluster) addNode(name, ip, podCIDR string) *node {
 	t := c.t
 	t.Helper()
@@ -68,13 +69,22 @@ func (c *testCluster) addNode(name, ip, podCIDR string) *node {
 		}
 	}
 	port := fmt.Sprintf("u%d", len(c.nodes)+1)
-	nettest.Connect(t, nettest.End{NS: n.ns, Name: "eth0", Addrs: []string{ip + "/24"}}, nettest.End{NS: c.underlay, Name: port})
-	nettest.MustRun(t, c.underlay, "ip", "link", "set", port, "master", "br0")
-	nettest.MustRun(t, n.ns, "ip", "route", "add", "default", "via", underlayRouter)
-	for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter"} {
-		nettest.Sysctl(t, n.ns, k, "1")
+	ipv6 := strings.Contains(ip, ":")
+	addr := ip + "/24"
+	if ipv6 {
+		addr = ip + "/64"
 	}
-	nettest.Sysctl(t, n.ns, "net.ipv4.ip_forward", "1")
+	nettest.Connect(t, nettest.End{NS: n.ns, Name: "eth0", Addrs: []string{addr}}, nettest.End{NS: c.underlay, Name: port})
+	nettest.MustRun(t, c.underlay, "ip", "link", "set", port, "master", "br0")
+	if ipv6 {
+		nettest.Sysctl(t, n.ns, "net.ipv6.conf.all.forwarding", "1")
+	} else {
+		nettest.MustRun(t, n.ns, "ip", "route", "add", "default", "via", underlayRouter)
+		for _, k := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter"} {
+			nettest.Sysctl(t, n.ns, k, "1")
+		}
+		nettest.Sysctl(t, n.ns, "net.ipv4.ip_forward", "1")
+	}
 	if _, err := c.s.server.CreateNode(ctxT(t), name, ip, podCIDR); err != nil {
 		t.Fatal(err)
 	}
@@ -82,20 +92,21 @@ func (c *testCluster) addNode(name, ip, podCIDR string) *node {
 	return n
 }
 
-// start starts n's agent; it is stopped when the test ends, and its log
-// shown when the test failed.
-func (c *testCluster) start(n *node) {
+// start starts n's agent (with extra command-line arguments); it is stopped
+// when the test ends, and its log shown when the test failed.
+func (c *testCluster) start(n *node, extraArgs ...string) {
 	c.t.Helper()
-	c.startWith(n, c.s.server.Kubeconfig)
+	c.startWith(n, c.s.server.Kubeconfig, extraArgs...)
 }
 
 // startWith starts n's agent with the credentials of kubeconfig.
-func (c *testCluster) startWith(n *node, kubeconfig string) {
+func (c *testCluster) startWith(n *node, kubeconfig string, extraArgs ...string) {
 	t := c.t
 	t.Helper()
 	a, err := kubetest.StartAgent(kubetest.AgentOptions{
 		Binary: c.s.agentBin, Node: n.name, Kubeconfig: kubeconfig,
 		RuntimeDir: n.runtimeDir, NetNS: n.ns.Path(), CNIConfDir: n.confDir, LogFile: n.logFile,
+		ExtraArgs: extraArgs,
 	})
 	if err != nil {
 		t.Fatalf("starting the agent of %s: %v", n.name, err)
@@ -119,14 +130,42 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// agentRoutes are the node's routes with the agent's protocol, as `ip route`
-// prints them.
+// agentRoutes are the node's IPv4 routes with the agent's protocol, as `ip
+// route` prints them.
 func agentRoutes(t *testing.T, n *node) []string {
 	t.Helper()
-	out := nettest.MustRun(t, n.ns, "ip", "-4", "route", "show", "proto", "201")
+	return routesOf(t, n, "-4")
+}
+
+// agentRoutes6 are the node's IPv6 routes with the agent's protocol.
+func agentRoutes6(t *testing.T, n *node) []string {
+	t.Helper()
+	return routesOf(t, n, "-6")
+}
+
+func routesOf(t *testing.T, n *node, family string) []string {
+	t.Helper()
+	out := nettest.MustRun(t, n.ns, "ip", family, "route", "show", "proto", "201")
 	lines := nettest.Lines(out)
 	sort.Strings(lines)
 	return lines
+}
+
+// metric reads one sample of the agent's /metrics, e.g.
+// "multi_bridge_agent_routes_added_total" or
+// `multi_bridge_agent_problems{reason="InvalidNetworkConfig"}`; "" when the
+// agent does not export it.
+func metric(t *testing.T, n *node, name string) string {
+	t.Helper()
+	code, body, err := n.agent.Get("/metrics")
+	require.NoError(t, err)
+	require.Equal(t, 200, code, body)
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // slicesFile reads the file the plugin would read on n, "" when absent.

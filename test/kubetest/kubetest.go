@@ -15,7 +15,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,6 +92,32 @@ func (s *Server) Stop() {
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	_ = cmd.Run()
 	_ = os.RemoveAll(s.Dir)
+}
+
+// Pause stops the kube-apiserver process with SIGSTOP (etcd runs on), as a
+// hung API server: connections stay open and nothing answers. The returned
+// function resumes it; call it in a cleanup, as the server is shared.
+func (s *Server) Pause() (resume func(), err error) {
+	pids, err := os.ReadFile(filepath.Join(s.Dir, "pids"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range strings.Fields(string(pids)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		// Ours: started with our state directory (never a recycled pid).
+		if err != nil || !bytes.Contains(cmdline, []byte("kube-apiserver")) || !bytes.Contains(cmdline, []byte(s.Dir+"/")) {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			return nil, err
+		}
+		return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }, nil
+	}
+	return nil, fmt.Errorf("no kube-apiserver process of %s in its pids file", s.Dir)
 }
 
 // Client talks to the API server.
@@ -235,6 +263,26 @@ func (c *Client) CreateNAD(ctx context.Context, namespace, name, config string) 
 		"spec":     map[string]any{"config": config},
 	}}
 	return c.CreateObject(ctx, u)
+}
+
+// UpdateNADConfig replaces a NetworkAttachmentDefinition's spec.config, as
+// `kubectl edit` would (same object, same UID).
+func (c *Client) UpdateNADConfig(ctx context.Context, namespace, name, config string) error {
+	res := c.Dyn.Resource(agent.NADResource()).Namespace(namespace)
+	u, err := res.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if err := unstructured.SetNestedField(u.Object, config, "spec", "config"); err != nil {
+		return err
+	}
+	_, err = res.Update(ctx, u, metav1.UpdateOptions{})
+	return err
+}
+
+// DeleteNAD deletes a NetworkAttachmentDefinition.
+func (c *Client) DeleteNAD(ctx context.Context, namespace, name string) error {
+	return c.Dyn.Resource(agent.NADResource()).Namespace(namespace).Delete(ctx, name, metav1.DeleteOptions{})
 }
 
 // CreateObject creates a NAD or lease object (the kinds tests use), making

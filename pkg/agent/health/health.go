@@ -6,7 +6,8 @@
 //	/readyz   readiness: the last reconcile succeeded, so this node's slices
 //	          are leased and its routes programmed;
 //	/metrics  Prometheus: leases held, routes programmed, reconciles, errors,
-//	          the time of the last reconcile, problems by reason.
+//	          the time of the last reconcile, problems by reason (all of
+//	          them, and those of slices without a route).
 //
 // Everything is read from agent.Stats at request time.
 package health
@@ -71,7 +72,8 @@ var (
 	descNetworks        = prometheus.NewDesc(namespace+"_networks", "Networks with nodeSubnets this agent serves.", nil, nil)
 	descLeases          = prometheus.NewDesc(namespace+"_leases_held", "Networks for which this node holds its slice.", nil, nil)
 	descRoutes          = prometheus.NewDesc(namespace+"_routes_programmed", "Routes to other nodes' slices in the kernel after the last reconcile.", nil, nil)
-	descProblems        = prometheus.NewDesc(namespace+"_slices_without_route", "Other nodes' slices with no route, by reason.", []string{"reason"}, nil)
+	descProblems        = prometheus.NewDesc(namespace+"_problems", "Problems this agent reports as Warning Events, by reason (invalid or conflicting network definitions, exhausted pools, slices without a route...).", []string{"reason"}, nil)
+	descNoRoute         = prometheus.NewDesc(namespace+"_slices_without_route", "Other nodes' slices with no route, by reason.", []string{"reason"}, nil)
 	descReconciles      = prometheus.NewDesc(namespace+"_reconciles_total", "Reconciles run.", nil, nil)
 	descReconcileErrors = prometheus.NewDesc(namespace+"_reconcile_errors_total", "Reconciles that failed.", nil, nil)
 	descLastReconcile   = prometheus.NewDesc(namespace+"_last_reconcile_timestamp_seconds", "Unix time of the last reconcile.", nil, nil)
@@ -87,7 +89,7 @@ var (
 type collector struct{ stats StatsFunc }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNetworks, descLeases, descRoutes, descProblems, descReconciles, descReconcileErrors,
+	for _, d := range []*prometheus.Desc{descNetworks, descLeases, descRoutes, descProblems, descNoRoute, descReconciles, descReconcileErrors,
 		descLastReconcile, descLastDuration, descRoutesAdded, descRoutesDeleted, descLeasesAcquired, descLeasesReleased, descLeaseConflicts} {
 		ch <- d
 	}
@@ -106,6 +108,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descRoutes, float64(s.RoutesProgrammed))
 	for reason, n := range s.Problems {
 		gauge(descProblems, float64(n), reason)
+		if agent.IsRouteProblem(reason) {
+			gauge(descNoRoute, float64(n), reason)
+		}
 	}
 	counter(descReconciles, s.Reconciles)
 	counter(descReconcileErrors, s.ReconcileErrors)

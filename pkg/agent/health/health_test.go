@@ -49,7 +49,7 @@ func TestProbes(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	last := time.Unix(1796306400, 500_000_000)
 	h := Handler(func() agent.Stats {
-		return agent.Stats{Networks: 3, LeasesHeld: 2, RoutesProgrammed: 5, Problems: map[string]int{"NotOnLink": 1},
+		return agent.Stats{Networks: 3, LeasesHeld: 2, RoutesProgrammed: 5, Problems: map[string]int{"NotOnLink": 1, "InvalidNetworkConfig": 2},
 			Reconciles: 7, ReconcileErrors: 1, LastReconcile: last, LastReconcileDuration: 1500 * time.Millisecond,
 			RoutesAdded: 6, RoutesDeleted: 1, LeasesAcquired: 2, LeaseConflicts: 1}
 	}, 30*time.Second, nil)
@@ -60,6 +60,8 @@ func TestMetrics(t *testing.T) {
 		"multi_bridge_agent_leases_held 2",
 		"multi_bridge_agent_routes_programmed 5",
 		`multi_bridge_agent_slices_without_route{reason="NotOnLink"} 1`,
+		`multi_bridge_agent_problems{reason="NotOnLink"} 1`,
+		`multi_bridge_agent_problems{reason="InvalidNetworkConfig"} 2`,
 		"multi_bridge_agent_reconciles_total 7",
 		"multi_bridge_agent_reconcile_errors_total 1",
 		"multi_bridge_agent_last_reconcile_timestamp_seconds 1.7963064005e+09",
@@ -70,4 +72,5 @@ func TestMetrics(t *testing.T) {
 	} {
 		assert.True(t, strings.Contains(body, want+"\n") || strings.Contains(body, want), "missing %q", want)
 	}
+	assert.NotContains(t, body, `multi_bridge_agent_slices_without_route{reason="InvalidNetworkConfig"}`, "a bad definition is no slice without a route")
 }

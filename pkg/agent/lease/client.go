@@ -114,6 +114,9 @@ type Request struct {
 	Size    int
 	Node    string
 	NodeUID types.UID
+	// Prefer is the slice to take when the node holds no lease that fits
+	// and it is free: the one the node had (see Choose). Zero: none.
+	Prefer netip.Prefix
 }
 
 // Fits reports whether l is a lease this request can keep: the same
@@ -136,8 +139,8 @@ type Outcome struct {
 }
 
 // Acquire returns the node's lease for the request: the one it already
-// holds (so a lease survives agent restarts), else the first free slice of
-// the pool. It gives back the node's leases of the network that no longer
+// holds (so a lease survives agent restarts), else r.Prefer if it is free,
+// else the first free slice of the pool. It gives back the node's leases of the network that no longer
 // fit (the pool or size changed). Races with other agents are settled by
 // Create: on AlreadyExists the slice is marked used and the next one tried,
 // so the loop ends after at most as many attempts as the pool has slices.
@@ -195,7 +198,7 @@ func (c *Client) Acquire(ctx context.Context, r Request) (Outcome, error) {
 		}
 	}
 	for {
-		slice, ok := FirstFree(r.Pool, r.Size, used)
+		slice, ok := Choose(r.Pool, r.Size, r.Prefer, used)
 		if !ok {
 			return out, &ExhaustedError{Network: r.Network, Node: r.Node, Pool: r.Pool, Size: r.Size, Leased: leased}
 		}

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -142,6 +143,22 @@ func FirstFree(pool netip.Prefix, size int, used []netip.Prefix) (netip.Prefix, 
 		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(c.addr(pool.Addr().Is4()), size), true
+}
+
+// Choose returns the slice to lease: prefer if it is a free slice of
+// length size of pool (the slice a node had before it lost its lease: its
+// pods still use its addresses), else FirstFree. An invalid prefer (zero)
+// means no preference.
+func Choose(pool netip.Prefix, size int, prefer netip.Prefix, used []netip.Prefix) (netip.Prefix, bool) {
+	if isSliceOf(prefer, pool, size) && !slices.ContainsFunc(used, prefer.Overlaps) {
+		return prefer, true
+	}
+	return FirstFree(pool, size, used)
+}
+
+// isSliceOf reports whether p is an aligned slice of length size of pool.
+func isSliceOf(p, pool netip.Prefix, size int) bool {
+	return p.IsValid() && p == p.Masked() && p.Bits() == size && size >= pool.Bits() && pool.Masked().Contains(p.Addr())
 }
 
 // u128 is an address as a 128-bit number (IPv4 in the low 32 bits).

@@ -60,6 +60,45 @@ func TestFirstFree(t *testing.T) {
 	}
 }
 
+// TestChoose: a node that lost its lease takes its old slice again when it
+// is free, instead of the first free one (its pods still use the old one's
+// addresses).
+func TestChoose(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		prefer string
+		used   []string
+		want   string // "" = pool full
+	}{
+		{"no preference: first free", "", []string{"10.240.17.0/24"}, "10.240.16.0/24"},
+		{"the old slice, although a lower one is free", "10.240.17.0/24", []string{"10.240.18.0/24"}, "10.240.17.0/24"},
+		{"the old slice taken: first free", "10.240.17.0/24", []string{"10.240.17.0/24"}, "10.240.16.0/24"},
+		{"the old slice partly covered by an old lease: first free", "10.240.17.0/24", []string{"10.240.17.128/25"}, "10.240.16.0/24"},
+		{"the old slice outside the pool: first free", "10.240.64.0/24", nil, "10.240.16.0/24"},
+		{"the old slice of another size: first free", "10.240.17.0/25", nil, "10.240.16.0/24"},
+		{"the old slice not aligned: first free", "10.240.17.8/24", nil, "10.240.16.0/24"},
+		{"the old slice of the other family: first free", "fd00::/24", nil, "10.240.16.0/24"},
+		{"pool full, the old slice included", "10.240.31.0/24", []string{"10.240.16.0/20"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var prefer netip.Prefix
+			if tc.prefer != "" {
+				prefer = netip.MustParsePrefix(tc.prefer)
+			}
+			got, ok := Choose(netip.MustParsePrefix("10.240.16.0/20"), 24, prefer, prefixes(tc.used...))
+			if tc.want == "" {
+				assert.False(t, ok, "got %s", got)
+				return
+			}
+			require.True(t, ok)
+			assert.Equal(t, tc.want, got.String())
+		})
+	}
+	got, ok := Choose(netip.MustParsePrefix("fd00:10:240:1000::/56"), 64, netip.MustParsePrefix("fd00:10:240:1005::/64"), prefixes("fd00:10:240:1000::/64"))
+	require.True(t, ok)
+	assert.Equal(t, "fd00:10:240:1005::/64", got.String(), "IPv6")
+}
+
 // TestFirstFreeFillsThePool takes slices one after the other until the pool
 // is full: every slice exactly once, in order.
 func TestFirstFreeFillsThePool(t *testing.T) {

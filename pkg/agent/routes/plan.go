@@ -25,10 +25,24 @@ func (k Kernel) String() string {
 // protoKernel is RTPROT_KERNEL: routes the kernel made for addresses.
 const protoKernel = 2
 
+// ip6RoutePrioUser is IP6_RT_PRIO_USER: the metric the kernel gives an IPv6
+// route added with metric 0.
+const ip6RoutePrioUser = 1024
+
+// Metric is the metric the kernel reports for a route to dst that the agent
+// added (the agent sets none): 0 for IPv4, 1024 for IPv6. A route of the
+// agent's protocol with any other metric was not added by the agent.
+func Metric(dst netip.Prefix) int {
+	if dst.Addr().Is4() {
+		return 0
+	}
+	return ip6RoutePrioUser
+}
+
 // Plan is what it takes to make the kernel hold exactly the desired routes.
 type Plan struct {
 	// Replace are desired routes missing or wrong in the kernel (replaced by
-	// destination and metric 0, taking over a foreign route of the same key).
+	// destination and Metric, taking over a foreign route of the same key).
 	Replace []Route
 	// Delete are the agent's routes that are no longer desired, or
 	// duplicates of a desired one with another metric.
@@ -57,11 +71,13 @@ func Diff(desired []Route, kernel []Kernel) Plan {
 	connected := map[netip.Prefix]bool{}
 	for _, k := range kernel {
 		switch {
-		case k.Protocol == Protocol && k.Priority == 0:
+		case k.Protocol == Protocol && k.Priority == Metric(k.Dst):
 			ours[k.Dst] = k
 		case k.Protocol == Protocol:
 			p.Delete = append(p.Delete, k) // ours with a metric we never set
-		case k.Protocol == protoKernel && k.Priority == 0:
+		case k.Protocol == protoKernel:
+			// Any metric: IPv6 connected routes have 256, and an address
+			// may carry a metric of its own.
 			connected[k.Dst] = true
 		}
 	}

@@ -162,3 +162,24 @@ func TestDiff(t *testing.T) {
 	// Nothing desired: only our own routes go, never anyone else's.
 	assert.Equal(t, Plan{Delete: []Kernel{ours(b), stale}}, Diff(nil, []Kernel{ours(b), stale, foreign, unrelated, connected}))
 }
+
+// IPv6: the kernel reports the agent's routes with metric 1024 and
+// connected routes with 256 (the reviewer's endless delete/re-add loop).
+func TestDiffIPv6Metrics(t *testing.T) {
+	b := Route{Dst: p("fd00:10:240:1001::/64"), Gw: a("2001:db8::12"), LinkIndex: 2, Network: "net6", Node: "node-b"}
+	c := Route{Dst: p("fd00:10:240:1002::/64"), Gw: a("2001:db8::13"), LinkIndex: 2, Network: "net6", Node: "node-c"}
+	d := Route{Dst: p("fd00:10:240:1003::/64"), Gw: a("2001:db8::14"), LinkIndex: 2, Network: "net6", Node: "node-d"}
+	asAdded := Kernel{Dst: b.Dst, Gw: b.Gw, LinkIndex: 2, Protocol: Protocol, Priority: 1024}
+	otherMetric := Kernel{Dst: c.Dst, Gw: c.Gw, LinkIndex: 2, Protocol: Protocol, Priority: 100} // not the agent's metric: added by hand
+	connected := Kernel{Dst: d.Dst, LinkIndex: 7, Protocol: protoKernel, Priority: 256}
+	stale := Kernel{Dst: p("fd00:10:240:1009::/64"), Gw: a("2001:db8::19"), LinkIndex: 2, Protocol: Protocol, Priority: 1024}
+
+	assert.Equal(t, Plan{
+		Replace: []Route{c},
+		Delete:  []Kernel{otherMetric, stale},
+		Blocked: []Route{d},
+		InPlace: 1,
+	}, Diff([]Route{b, c, d}, []Kernel{asAdded, otherMetric, connected, stale}))
+	assert.Equal(t, 0, Metric(p("10.240.16.0/24")))
+	assert.Equal(t, 1024, Metric(p("fd00:10:240::/64")))
+}

@@ -1,0 +1,255 @@
+package agent
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+var (
+	t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	t1 = t0.Add(time.Hour)
+	t2 = t0.Add(2 * time.Hour)
+)
+
+func nad(source string, created time.Time, name, pool string, size int) Network {
+	return Network{Name: name, Pool: pfx(pool), Size: size, Source: "nad:" + source, Created: created}
+}
+
+func file(source, name, pool string, size int) Network {
+	return Network{Name: name, Pool: pfx(pool), Size: size, Source: source}
+}
+
+func TestEstablished(t *testing.T) {
+	want := []Network{
+		file("--cni-config", "mgmt", "10.240.0.0/20", 24),
+		file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "10.240.0.0/20", 24),
+		file("file:/etc/cni/net.d/10-net1.conflist", "net1", "10.240.16.0/20", 24),
+		nad("zzz/net1", t0, "net1", "10.240.16.0/20", 24), // the oldest NAD, whatever its name
+		nad("default/net1", t1, "net1", "10.240.16.0/20", 24),
+		nad("kube-system/net1", t1, "net1", "10.240.16.0/20", 24), // same second: namespace/name
+		nad("aaa/net1", t2, "net1", "10.240.64.0/20", 24),
+	}
+	for i := 0; i < 10; i++ {
+		got := slices.Clone(want)
+		// A different input order every time (a rotation and a reversal).
+		got = append(got[i%len(got):], got[:i%len(got)]...)
+		if i%2 == 1 {
+			slices.Reverse(got)
+		}
+		slices.SortStableFunc(got, Established)
+		assert.Equal(t, want, got, "input order %d", i)
+	}
+}
+
+func TestResolve(t *testing.T) {
+	net1 := nad("default/net1", t1, "net1", "10.240.16.0/20", 24)
+	net2 := nad("default/net2", t1, "net2", "10.240.32.0/20", 24)
+	for _, tc := range []struct {
+		name    string
+		defs    []Network
+		want    []Network
+		refused []Refusal
+	}{
+		{
+			name: "one definition per network",
+			defs: []Network{net2, net1},
+			want: []Network{net1, net2},
+		},
+		{
+			name: "definitions that slice alike are one network: the established one's source",
+			defs: []Network{nad("other/net1", t2, "net1", "10.240.16.0/20", 24), net1},
+			want: []Network{net1},
+		},
+		{
+			// The reviewer's take-over: a new aaa/net1 sorted first by
+			// name and made every node release its net1 lease.
+			name: "a newer NAD with another pool is ignored, whatever its name",
+			defs: []Network{net1, nad("aaa/net1", t2, "net1", "10.240.64.0/20", 24)},
+			want: []Network{net1},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:aaa/net1#net1",
+				Message: `ignoring nad:aaa/net1: it defines network "net1" as pool 10.240.64.0/20 in /24 slices, ` +
+					`but the established definition nad:default/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			name: "another size is a conflict too",
+			defs: []Network{nad("b/net1", t2, "net1", "10.240.16.0/20", 25), net1},
+			want: []Network{net1},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:b/net1#net1",
+				Message: `ignoring nad:b/net1: it defines network "net1" as pool 10.240.16.0/20 in /25 slices, ` +
+					`but the established definition nad:default/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			name: "created in the same second: namespace/name decides",
+			defs: []Network{nad("b/net1", t1, "net1", "10.240.64.0/20", 24), nad("a/net1", t1, "net1", "10.240.16.0/20", 24)},
+			want: []Network{nad("a/net1", t1, "net1", "10.240.16.0/20", 24)},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:b/net1#net1",
+				Message: `ignoring nad:b/net1: it defines network "net1" as pool 10.240.64.0/20 in /24 slices, ` +
+					`but the established definition nad:a/net1 as pool 10.240.16.0/20 in /24 slices; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			name: "the node's file wins over an older NAD",
+			defs: []Network{nad("kube-system/mgmt", t0, "mgmt", "10.240.0.0/16", 24), {Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			want: []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:kube-system/mgmt#mgmt",
+				Message: `ignoring nad:kube-system/mgmt: it defines network "mgmt" as pool 10.240.0.0/16 in /24 slices, ` +
+					`but the established definition file:/etc/cni/net.d/00-mgmt.conf as pool 10.240.0.0/20 from Node podCIDRs; make it slice alike, rename its network or delete it`}},
+		},
+		{
+			// The reviewer's net1 10.240.16.0/20 and net3 10.240.16.0/21
+			// leased the same addresses to different nodes.
+			name: "a newer network whose pool overlaps an established one's is refused",
+			defs: []Network{nad("default/net3", t2, "net3", "10.240.16.0/21", 24), net1, net2},
+			want: []Network{net1, net2},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:default/net3#net3#overlap",
+				Message: `ignoring network "net3" of nad:default/net3: its pool 10.240.16.0/21 overlaps pool 10.240.16.0/20 of the established network "net1" of nad:default/net1, ` +
+					`so both would lease the same addresses to different nodes; give it a pool of its own`}},
+		},
+		{
+			name: "a pool containing an established one is refused as well",
+			defs: []Network{nad("default/big", t2, "big", "10.240.0.0/16", 24), net1},
+			want: []Network{net1},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:default/big#big#overlap",
+				Message: `ignoring network "big" of nad:default/big: its pool 10.240.0.0/16 overlaps pool 10.240.16.0/20 of the established network "net1" of nad:default/net1, ` +
+					`so both would lease the same addresses to different nodes; give it a pool of its own`}},
+		},
+		{
+			name: "the node's podCIDR network overlapping an older NAD's pool: the file wins",
+			defs: []Network{nad("default/old", t0, "old", "10.240.0.0/22", 24), {Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			want: []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:/etc/cni/net.d/00-mgmt.conf"}},
+			refused: []Refusal{{Reason: ReasonNetworkConflict, Key: "nad:default/old#old#overlap",
+				Message: `ignoring network "old" of nad:default/old: its pool 10.240.0.0/22 overlaps pool 10.240.0.0/20 of the established network "mgmt" of file:/etc/cni/net.d/00-mgmt.conf, ` +
+					`so both would lease the same addresses to different nodes; give it a pool of its own`}},
+		},
+		{
+			name: "adjacent pools and pools of the other family do not overlap",
+			defs: []Network{net1, nad("default/next", t2, "next", "10.240.32.0/20", 24), nad("default/v6", t2, "v6", "fd00:10:240::/48", 64)},
+			want: []Network{net1, nad("default/next", t2, "next", "10.240.32.0/20", 24), nad("default/v6", t2, "v6", "fd00:10:240::/48", 64)},
+		},
+		{
+			name: "a refused network's newer definitions do not take its place",
+			defs: []Network{net1, nad("a/net3", t1.Add(time.Minute), "net3", "10.240.16.0/21", 24), nad("b/net3", t2, "net3", "10.240.64.0/20", 24)},
+			want: []Network{net1},
+			refused: []Refusal{
+				{Reason: ReasonNetworkConflict, Key: "nad:b/net3#net3",
+					Message: `ignoring nad:b/net3: it defines network "net3" as pool 10.240.64.0/20 in /24 slices, ` +
+						`but the established definition nad:a/net3 as pool 10.240.16.0/21 in /24 slices; make it slice alike, rename its network or delete it`},
+				{Reason: ReasonNetworkConflict, Key: "nad:a/net3#net3#overlap",
+					Message: `ignoring network "net3" of nad:a/net3: its pool 10.240.16.0/21 overlaps pool 10.240.16.0/20 of the established network "net1" of nad:default/net1, ` +
+						`so both would lease the same addresses to different nodes; give it a pool of its own`},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, refused := Resolve(tc.defs)
+			want := map[string]Network{}
+			for _, n := range tc.want {
+				want[n.Name] = n
+			}
+			assert.Equal(t, want, got)
+			assert.Equal(t, tc.refused, refused)
+		})
+	}
+}
+
+func nadObject(namespace, name, uid string, created time.Time, config string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+		"spec": map[string]any{"config": config},
+	}}
+	u.SetNamespace(namespace)
+	u.SetName(name)
+	u.SetUID(types.UID(uid))
+	u.SetCreationTimestamp(metav1.NewTime(created))
+	return u
+}
+
+func TestNADNetworks(t *testing.T) {
+	u := nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))
+	nets, err := nadNetworks(u)
+	require.NoError(t, err)
+	assert.Equal(t, []Network{nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, nets)
+
+	unstructured.RemoveNestedField(u.Object, "spec", "config")
+	nets, err = nadNetworks(u)
+	assert.Empty(t, nets, "a NAD without config names a file on the node")
+	assert.NoError(t, err)
+}
+
+// TestGatherKeepsTheLastValidDefinition: an invalid edit of a live NAD
+// ("table": 254) made every agent drop the network, and with it every
+// route to it in the cluster. The NAD's last valid version stays in use,
+// as long as it is the same object.
+func TestGatherKeepsTheLastValidDefinition(t *testing.T) {
+	h := nadHistory{}
+	valid := nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))
+	net1 := nad("default/net1", t1, "net1", "10.240.16.0/20", 24)
+	const tableErr = `nad:default/net1: invalid "table" 254: 254 is the kernel's "main" table; ` +
+		`use 1-252 or 256-2147483647, 0 for no policy routing, or omit it to choose automatically`
+	invalid := nadObject("default", "net1", "uid-1", t1, strings.Replace(nadConf("net1", "10.240.16.0/20"), `"type"`, `"table":254,"type"`, 1))
+	recreated := nadObject("default", "net1", "uid-2", t2, invalid.Object["spec"].(map[string]any)["config"].(string))
+	for _, step := range []struct {
+		name    string
+		nads    []*unstructured.Unstructured
+		want    map[string]Network
+		refused []Refusal
+	}{
+		{name: "valid", nads: []*unstructured.Unstructured{valid}, want: map[string]Network{"net1": net1}},
+		{
+			name: "edited, now invalid: its last valid version stays",
+			nads: []*unstructured.Unstructured{invalid},
+			want: map[string]Network{"net1": net1},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1", Message: "keeping the last valid definition of nad:default/net1 " +
+				"(network net1: pool 10.240.16.0/20 in /24 slices) while it is invalid: " + tableErr}},
+		},
+		{
+			name: "still invalid: still kept",
+			nads: []*unstructured.Unstructured{invalid},
+			want: map[string]Network{"net1": net1},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1", Message: "keeping the last valid definition of nad:default/net1 " +
+				"(network net1: pool 10.240.16.0/20 in /24 slices) while it is invalid: " + tableErr}},
+		},
+		{
+			name: "deleted and created again, invalid: another object, nothing kept",
+			nads: []*unstructured.Unstructured{recreated},
+			want: map[string]Network{},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1",
+				Message: "ignoring an invalid network definition: " + tableErr}},
+		},
+		{name: "valid again", nads: []*unstructured.Unstructured{valid}, want: map[string]Network{"net1": net1}},
+		{name: "deleted: its network goes, and is forgotten", want: map[string]Network{}},
+		{
+			name: "back, invalid from the start: nothing to keep",
+			nads: []*unstructured.Unstructured{invalid},
+			want: map[string]Network{},
+			refused: []Refusal{{Reason: ReasonBadNetwork, Key: "nad:default/net1",
+				Message: "ignoring an invalid network definition: " + tableErr}},
+		},
+	} {
+		got, refused := gather(nil, nil, step.nads, h)
+		assert.Equal(t, step.want, got, step.name)
+		assert.Equal(t, step.refused, refused, step.name)
+	}
+}
+
+func TestGatherFiles(t *testing.T) {
+	mgmt := file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "10.240.0.0/20", 24)
+	fileErr := errors.New(`file:/etc/cni/net.d/10-bad.conf: invalid "table" 254`)
+	nads := []*unstructured.Unstructured{nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))}
+	got, refused := gather([]Network{mgmt}, []error{fileErr}, nads, nadHistory{})
+	assert.Equal(t, map[string]Network{"mgmt": mgmt, "net1": nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, got)
+	assert.Equal(t, []Refusal{{Reason: ReasonBadNetwork, Key: fileErr.Error(), Message: "ignoring an invalid network definition: " + fileErr.Error()}}, refused)
+}
+
+func nadConf(name, pool string) string {
+	return `{"cniVersion":"1.1.0","name":"` + name + `","type":"multi-bridge","bridge":"br-` + name + `",` +
+		`"nodeSubnets":{"pool":"` + pool + `","size":24},"ipam":{"type":"host-local"}}`
+}
