@@ -163,6 +163,8 @@ func TestAgentWithServiceAccountRights(t *testing.T) {
 		{"k8s.cni.cncf.io", "network-attachment-definitions", "list", true},
 		{"k8s.cni.cncf.io", "network-attachment-definitions", "create", false},
 		{"", "events", "create", true},
+		{"", "events", "patch", true},
+		{"", "events", "update", false},
 		{"", "pods", "list", false},
 		{"", "secrets", "get", false},
 	} {
