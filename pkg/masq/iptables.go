@@ -106,16 +106,36 @@ func parseDescribe(s string) (Rule, bool) {
 	return r, true
 }
 
-// complete reports whether every iptables rule that makes up r is in the
-// chain: a rule's comment alone does not say its MASQUERADE is still there.
-func complete(t *iptables.IPTables, chain string, r Rule) (bool, error) {
+// missingSpecs lists the iptables rules of r that are not in the chain: a
+// rule's comment alone does not say its MASQUERADE is still there.
+func missingSpecs(t *iptables.IPTables, chain string, r Rule) ([]string, error) {
+	var missing []string
 	for _, spec := range ruleSpecs(r) {
 		ok, err := t.Exists(natTable, chain, spec...)
-		if err != nil || !ok {
-			return false, err
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			missing = append(missing, strings.Join(spec, " "))
 		}
 	}
-	return true, nil
+	return missing, nil
+}
+
+// foreignRules counts rules in the chain beyond the network's own (specs
+// of want): a rule inserted by hand (an early ACCEPT) would stop the
+// masquerade though every rule of ours is there.
+func foreignRules(t *iptables.IPTables, chain string, want []Rule) (int, error) {
+	lines, err := t.List(natTable, chain)
+	if err != nil {
+		return 0, err
+	}
+	ours := 0
+	for _, r := range want {
+		ours += len(ruleSpecs(r))
+	}
+	// List's first line declares the chain (-N).
+	return len(lines) - 1 - ours, nil
 }
 
 func ruleSpecs(r Rule) [][]string {
@@ -152,9 +172,18 @@ func (b *iptBackend) Ensure(_ context.Context, network string, rules []Rule) (bo
 			if !intact {
 				break
 			}
-			if intact, err = complete(t, chain, r); err != nil {
+			missing, err := missingSpecs(t, chain, r)
+			if err != nil {
 				return changed, err
 			}
+			intact = len(missing) == 0
+		}
+		if intact {
+			extra, err := foreignRules(t, chain, merged)
+			if err != nil {
+				return changed, err
+			}
+			intact = extra == 0
 		}
 		if intact {
 			if err := t.AppendUnique(natTable, postrouting, "-m", "comment", "--comment", jumpComment+network, "-j", chain); err != nil {
@@ -200,12 +229,25 @@ func (b *iptBackend) Verify(_ context.Context, network string, rules []Rule) err
 			missing = append(missing, fmt.Sprintf("jump from %s to %s", postrouting, chain))
 		}
 		for _, r := range want {
-			ok, err := complete(t, chain, r)
+			specs, err := missingSpecs(t, chain, r)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				missing = append(missing, fmt.Sprintf("%q", r.Describe()))
+			for _, s := range specs {
+				missing = append(missing, fmt.Sprintf("rule %q", s))
+			}
+		}
+		if len(missing) == 0 {
+			all, _, err := current(t, chain)
+			if err != nil {
+				return err
+			}
+			extra, err := foreignRules(t, chain, all)
+			if err != nil {
+				return err
+			}
+			if extra > 0 {
+				missing = append(missing, fmt.Sprintf("only its own rules (%d foreign rule(s) found, which can stop the masquerade)", extra))
 			}
 		}
 	}

@@ -496,23 +496,26 @@ func (a *addition) applyRoutes(context.Context) error {
 	err := rules.ApplyRoutes(a.pod, a.plan)
 	var conflict *rules.MainRouteConflict
 	if errors.As(err, &conflict) {
-		return a.defaultRouteTaken(conflict.Error(), conflict.ExistingLink)
+		return a.defaultRouteTaken(conflict.Existing.Gw, conflict.ExistingLink)
 	}
 	return err
 }
 
 // defaultRouteTaken is the refusal of a second isDefaultGateway in a pod,
 // naming the interface and network that hold main's default route.
-func (a *addition) defaultRouteTaken(what string, holder netlink.Link) error {
-	owner := "another interface"
+func (a *addition) defaultRouteTaken(gw net.IP, holder netlink.Link) error {
+	route := "a default route"
+	if gw != nil {
+		route += " via " + gw.String()
+	}
 	if holder != nil {
-		owner = "interface " + holder.Attrs().Name
+		route += " on interface " + holder.Attrs().Name
 		if network, ok := podif.NetworkOf(holder.Attrs().Alias); ok {
-			owner += " of network " + network
+			route += " (network " + network + ")"
 		}
 	}
 	return types.NewError(types.ErrInvalidNetworkConfig,
-		fmt.Sprintf("%s of %s; isDefaultGateway of network %q would replace it", what, owner, a.c.net.Conf.Name),
+		fmt.Sprintf("the pod's main table already has %s; isDefaultGateway of network %q would replace it", route, a.c.net.Conf.Name),
 		"set isDefaultGateway on one network of the pod only (Multus's default-route selection changes main after the fact)")
 }
 
@@ -548,11 +551,7 @@ func (a *addition) checkDefaultRoute() error {
 			if holder != nil && holder.Attrs().Name == a.c.args.IfName {
 				continue
 			}
-			desc := "another default route"
-			if holder != nil {
-				desc = fmt.Sprintf("the pod's main table already has default via %s dev %s table main", r.Gw, holder.Attrs().Name)
-			}
-			return a.defaultRouteTaken(desc, holder)
+			return a.defaultRouteTaken(r.Gw, holder)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -75,10 +76,18 @@ func (p *Plugin) gcIPAM(ctx context.Context, c *call) []error {
 	n := c.net
 	var errs []error
 	conf, err := c.ipamConf(netip.Prefix{})
-	if err == nil {
-		_, err = c.runIPAM(ctx, "GC", conf, c.ipamArgs())
-	}
-	if err != nil {
+	var cniErr *types.Error
+	switch {
+	case errors.As(err, &cniErr) && cniErr.Code == types.ErrTryAgainLater:
+		// No slice on this node (yet, or its pool is exhausted): the IPAM
+		// plugin cannot even load the network, and has nothing of it here
+		// except what the store collection below finds.
+		c.log.Info("no node slice: IPAM GC only through host-local's store")
+	case err == nil:
+		if _, err := c.runIPAM(ctx, "GC", conf, c.ipamArgs()); err != nil {
+			errs = append(errs, fmt.Errorf("IPAM plugin %q GC: %w", n.Conf.IPAM.Type, err))
+		}
+	default:
 		errs = append(errs, fmt.Errorf("IPAM plugin %q GC: %w", n.Conf.IPAM.Type, err))
 	}
 	if n.Conf.IPAM.Type == "host-local" {

@@ -249,7 +249,7 @@ func TestDefaultGatewayOnTwoNetworksIsRefused(t *testing.T) {
 	_, err := b.add(b.conf(net1(map[string]any{"isDefaultGateway": true})), "net1")
 	e := cniCode(t, err)
 	assert.Equal(t, uint(types.ErrInvalidNetworkConfig), e.Code)
-	assert.Equal(t, `the pod's main table already has default via 10.240.0.1 dev eth0 table main of interface eth0 of network mgmt; isDefaultGateway of network "net1" would replace it`, e.Msg)
+	assert.Equal(t, `the pod's main table already has a default route via 10.240.0.1 on interface eth0 (network mgmt); isDefaultGateway of network "net1" would replace it`, e.Msg)
 	assert.Equal(t, before, snapshot(b), "rolled back")
 }
 

@@ -61,6 +61,14 @@ func TestCheckSeesMissingIPTablesMasquerade(t *testing.T) {
 	b.mustAdd(conf, "net1")
 	require.NoError(t, b.rt.Check(conf, b.rtc("net1")))
 	assert.Len(t, grep(b.onNode("iptables", "-t", "nat", "-S"), "-j MASQUERADE"), 1)
+
+	// A rule inserted ahead of ours stops the masquerade as surely.
+	chain := strings.Fields(masq[0])[1]
+	nettest.MustRun(t, b.node, "iptables", "-t", "nat", "-I", chain, "1", "-j", "ACCEPT")
+	assert.ErrorContains(t, b.rt.Check(conf, b.rtc("net1")), "1 foreign rule(s) found")
+	b.mustAdd(conf, "net1")
+	require.NoError(t, b.rt.Check(conf, b.rtc("net1")))
+	assert.Empty(t, grep(b.onNode("iptables", "-t", "nat", "-S", chain), "-j ACCEPT"))
 }
 
 func TestCheckWithAutomaticTable(t *testing.T) {

@@ -176,6 +176,23 @@ func TestGCLeavesNetworksOfOtherDataDirs(t *testing.T) {
 	require.NoError(t, b.rt.Check(theirs, b.rtc("net2")))
 }
 
+// GC on a node that has no slice of a nodeSubnets network (its pool is
+// exhausted, or the agent has not run): no error every GC cycle, and the
+// stale attachments still go, host-local's reservations with them.
+func TestGCWithoutNodeSlice(t *testing.T) {
+	b := newBed(t)
+	subnets := b.dirs.Runtime + "/subnets"
+	nettest.MustRun(t, b.node, "mkdir", "-p", subnets)
+	nettest.MustRun(t, b.node, "sh", "-c", `echo '{"network":"pooled","node":"n1","pool":"10.240.0.0/16","subnet":"10.240.10.0/24"}' > `+subnets+"/pooled.json")
+	conf := b.conf(map[string]any{"cniVersion": "1.1.0", "name": "pooled", "bridge": "cni1", "isGateway": true,
+		"nodeSubnets": map[string]any{"pool": "10.240.0.0/16", "size": 24}, "ipam": map[string]any{"type": "host-local"}})
+	b.mustAdd(conf, "net1")
+	nettest.MustRun(t, b.node, "rm", subnets+"/pooled.json")
+	require.NoError(t, b.rt.PluginGC(conf, nil))
+	assert.Empty(t, b.reservations())
+	assert.Equal(t, []string{"lo"}, linkNames(t, b.pod))
+}
+
 func TestGCDisabled(t *testing.T) {
 	b := newBed(t)
 	conf := b.conf(net1(map[string]any{"cniVersion": "1.1.0"}))
