@@ -165,8 +165,10 @@ func TestAgentRestartWhileTheNADIsInvalidKeepsItsPool(t *testing.T) {
 	before := leaseIDs(t, s, "net6")
 	require.Len(t, before, 2)
 	fileA := sliceFileBytes(t, a, "net6")
+	leased := "Normal SubnetLeased: leased " + net6A + " of network net6 (pool " + net6Pool + ") as SubnetLease net6.fd00-10-240-1000---64"
+	waitEvent(t, s, "node-a", leased)
 	eventsA := leaseEvents(t, s, a)
-	assert.Equal(t, []string{"Normal SubnetLeased: leased " + net6A + " of network net6 (pool " + net6Pool + ") as SubnetLease net6.fd00-10-240-1000---64"}, eventsA)
+	assert.Equal(t, []string{leased}, eventsA)
 
 	afterCreation(t, s, "default", "net6")
 	require.NoError(t, s.server.CreateNAD(ctxT(t), "other", "net6", nadConfig("net6", net6Other, 64)))
