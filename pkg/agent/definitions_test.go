@@ -186,7 +186,7 @@ func TestNADDefinition(t *testing.T) {
 		{"the verifier's edit: not JSON, so the NAD's name (Multus's default)", "net6", "{not json", "net6"},
 		{"invalid, but its name is readable", "v6", strings.Replace(nadConf("net6", "fd00:10:240:1000::/56"), `"type"`, `"table":254,"type"`, 1), "net6"},
 		{"cut short after its name", "v6", `{"cniVersion":"1.1.0","name":"net6","type":"multi-bri`, "net6"},
-		{"a name that is no network name, and a NAD name that is none either", "Net.6", `{"name":"../x","type":"multi-bridge"}`, ""},
+		{"a readable name that is no network name: not the NAD's name either (Multus would not use it)", "net6", `{"name":"../x","type":"multi-bridge"}`, ""},
 	} {
 		u := nadObject("default", tc.nad, "uid-1", t1, tc.config)
 		d := nadDefinition(u)
