@@ -137,10 +137,10 @@ type Agent struct {
 	held map[string]lease.Lease // network -> this node's lease
 
 	// Owned by the reconcile loop.
-	fileNets   []Network
-	fileErrs   []error
+	fileDefs   []Definition
+	confDirErr error             // the CNI conf dir could not be read: fileDefs are the last ones read
 	reported   map[string]string // problem key -> message, to emit Events on change only
-	nadLast    nadHistory
+	history    history
 	orphanSeen map[types.UID]time.Time
 }
 
@@ -185,7 +185,7 @@ func New(opts Options) (*Agent, error) {
 		opts: opts, log: opts.Log.With("node", opts.NodeName), kube: kube, dyn: dyn,
 		leases: lease.NewClient(dyn), kernel: kernel,
 		dirty: make(chan struct{}, 1), ready: make(chan struct{}), held: map[string]lease.Lease{},
-		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{}, nadLast: nadHistory{},
+		reported: map[string]string{}, orphanSeen: map[types.UID]time.Time{}, history: history{},
 	}
 	a.stats.s.Problems = map[string]int{}
 	return a, nil
@@ -376,18 +376,24 @@ func (a *Agent) watchNADs(ctx context.Context) {
 	a.log.Info("watching NetworkAttachmentDefinitions")
 }
 
+// readConfDir reads the node's own definitions. A conf dir that cannot be
+// read keeps the definitions read from it last (a passing error must not
+// take their networks away), and is reported.
 func (a *Agent) readConfDir() {
-	a.fileNets, a.fileErrs = nil, nil
-	if a.opts.CNIConfDir != "" {
-		a.fileNets, a.fileErrs = ReadConfDir(a.opts.CNIConfDir)
-	}
+	var defs []Definition
 	if a.opts.CNIConfig != nil {
-		nets, err := ParseConfig(a.opts.CNIConfig, "--cni-config")
-		if err != nil {
-			a.fileErrs = append(a.fileErrs, err)
-		}
-		a.fileNets = append(a.fileNets, nets...)
+		defs = append(defs, fileDefinition(a.opts.CNIConfig, "--cni-config"))
 	}
+	a.confDirErr = nil
+	if a.opts.CNIConfDir != "" {
+		dir, err := ReadConfDir(a.opts.CNIConfDir)
+		if err != nil {
+			a.confDirErr = err
+			dir = slices.DeleteFunc(slices.Clone(a.fileDefs), func(d Definition) bool { return d.Source == "--cni-config" })
+		}
+		defs = append(defs, dir...)
+	}
+	a.fileDefs = defs
 }
 
 // leaseGone forgets this node's lease when its object is deleted (by an
@@ -435,12 +441,16 @@ func (a *Agent) reconcileOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	nets, refused := a.networks()
+	leases := a.cachedLeases()
+	dir := nodesubnet.Dir(a.opts.RuntimeDir)
+	nets, refused := a.networks(State{Node: me, PodCIDRs: podCIDRs(self), Leases: leases, SliceFile: func(network string) *nodesubnet.Lease {
+		l, _ := nodesubnet.Read(dir, network)
+		return l
+	}})
 	nodeList, err := a.nodes.List(everything())
 	if err != nil {
 		return err
 	}
-	leases := a.cachedLeases()
 	problems := map[string]int{}
 	seen := map[string]bool{}
 	for _, r := range refused {

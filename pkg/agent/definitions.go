@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -109,47 +110,111 @@ func overlap(established, later Network) Refusal {
 	}
 }
 
+// Definition is one source of network definitions: a NAD, a file of the
+// CNI conf dir or --cni-config.
+type Definition struct {
+	// Source is "nad:<namespace>/<name>", "file:<path>" or "--cni-config"
+	// (Network.Source).
+	Source string
+	// UID is a NAD's; "" for the node's files.
+	UID types.UID
+	// Created is a NAD's creationTimestamp; zero for the node's files.
+	Created time.Time
+	// Nets are the networks of a valid definition.
+	Nets []Network
+	// Err says why the definition is invalid (or unreadable); nil: valid.
+	Err error
+	// Network is the network an invalid definition names (NamedNetwork),
+	// "" when it cannot be told.
+	Network string
+}
+
 // networks gathers the conf dir's and the NADs' definitions and resolves
-// them, returning the ones it does not use with the reason.
-func (a *Agent) networks() (map[string]Network, []Refusal) {
-	var nads []*unstructured.Unstructured
+// them, returning the ones it does not use with the reason. st is what
+// outlives the agent, for the networks of invalid definitions.
+func (a *Agent) networks(st State) (map[string]Network, []Refusal) {
+	defs := slices.Clone(a.fileDefs)
 	if a.nadInformer != nil {
 		for _, o := range a.nadInformer.GetStore().List() {
 			if u, ok := o.(*unstructured.Unstructured); ok {
-				nads = append(nads, u)
+				defs = append(defs, nadDefinition(u))
 			}
 		}
 	}
-	return gather(a.fileNets, a.fileErrs, nads, a.nadLast)
+	nets, refused := gather(defs, a.history, st)
+	if a.confDirErr != nil {
+		refused = append([]Refusal{invalidDefinition("file:"+a.opts.CNIConfDir, a.confDirErr)}, refused...)
+	}
+	return nets, refused
 }
 
-// gather resolves the node's files' networks (and the errors of invalid
-// files) and the NADs' networks. An invalid NAD contributes the networks of
-// its last valid version (from h, which it updates), so that an invalid
-// edit of a live NAD does not take its network away from every node.
-func gather(fileNets []Network, fileErrs []error, nads []*unstructured.Unstructured, h nadHistory) (map[string]Network, []Refusal) {
-	defs := slices.Clone(fileNets)
+// gather resolves the definitions' networks. An invalid definition
+// contributes
+//
+//   - the networks of its last valid version, if the agent saw it valid
+//     (h, which gather updates; a NAD must be the same object: same UID),
+//     so that an invalid edit does not take its networks away from every
+//     node;
+//   - else, if no valid definition of the network it names comes before it
+//     (Established), that network as the state that outlives the agent
+//     records it (Recover), in its place: an agent started while the
+//     definition is invalid keeps serving the network as the agents that
+//     saw it valid do, and a newer definition of another pool cannot take
+//     it over;
+//   - else nothing.
+func gather(defs []Definition, h history, st State) (map[string]Network, []Refusal) {
+	var use []Network
 	var refused []Refusal
-	for _, err := range fileErrs {
-		refused = append(refused, invalidDefinition(err.Error(), err))
-	}
+	var unknown []Definition // invalid, and no valid version known
 	present := map[string]bool{}
-	for _, u := range nads {
-		k := key(u)
-		present[k] = true
-		nets, err := nadNetworks(u)
-		use, kept := h.use(k, u.GetUID(), nets, err)
+	for _, d := range defs {
+		present[d.Source] = true
+		nets, known := h.use(d)
 		switch {
-		case err != nil && kept:
-			refused = append(refused, keptDefinition("nad:"+k, use, err))
-		case err != nil:
-			refused = append(refused, invalidDefinition("nad:"+k, err))
+		case d.Err == nil:
+		case known && len(nets) > 0:
+			refused = append(refused, keptDefinition(d.Source, nets, d.Err))
+		case known:
+			refused = append(refused, invalidDefinition(d.Source, d.Err))
+		default:
+			unknown = append(unknown, d)
 		}
-		defs = append(defs, use...)
+		use = append(use, nets...)
 	}
 	h.prune(present)
-	nets, conflicts := Resolve(defs)
+	var recovered []Network
+	for _, d := range unknown {
+		n, r, ok := recoverDefinition(d, use, st)
+		refused = append(refused, r)
+		if ok {
+			recovered = append(recovered, n)
+		}
+	}
+	nets, conflicts := Resolve(append(use, recovered...))
 	return nets, append(refused, conflicts...)
+}
+
+// recoverDefinition stands in for an invalid definition the agent knows no
+// valid version of: the network it names as the state records it, with
+// the definition's place in the order (Source, Created). It does not when
+// a valid definition of that network comes first anyway.
+func recoverDefinition(d Definition, valid []Network, st State) (Network, Refusal, bool) {
+	if d.Network == "" {
+		return Network{}, invalidDefinition(d.Source, d.Err), false
+	}
+	at := Network{Name: d.Network, Source: d.Source, Created: d.Created}
+	if slices.ContainsFunc(valid, func(v Network) bool { return v.Name == d.Network && Established(v, at) < 0 }) {
+		return Network{}, invalidDefinition(d.Source, d.Err), false
+	}
+	r, ok := Recover(d.Network, st.sliceFile(d.Network), st)
+	if !ok {
+		return Network{}, invalidDefinition(d.Source, d.Err), false
+	}
+	n := r.Network
+	n.Source, n.Created = d.Source, d.Created
+	return n, Refusal{Reason: ReasonBadNetwork, Key: d.Source, Message: fmt.Sprintf(
+		"keeping network %s (%s, as %s) while %s, which names it, is invalid and no valid version of it is known to this agent: %v",
+		n.Name, describeSlicing(n), r.RecordedBy, d.Source, d.Err)}, true
 }
 
 func keptDefinition(source string, kept []Network, err error) Refusal {
@@ -161,50 +226,65 @@ func keptDefinition(source string, kept []Network, err error) Refusal {
 		"keeping the last valid definition of %s (%s) while it is invalid: %v", source, strings.Join(what, "; "), err)}
 }
 
-// nadNetworks are the networks a NAD defines.
-func nadNetworks(u *unstructured.Unstructured) ([]Network, error) {
+// nadDefinition is what a NAD defines.
+func nadDefinition(u *unstructured.Unstructured) Definition {
+	d := Definition{Source: "nad:" + key(u), UID: u.GetUID(), Created: u.GetCreationTimestamp().Time.UTC()}
 	raw, _, _ := unstructured.NestedString(u.Object, "spec", "config")
 	if raw == "" {
-		return nil, nil // a NAD without config names a file on the node
+		return d // a NAD without config names a file on the node
 	}
-	nets, err := ParseConfig([]byte(raw), "nad:"+key(u))
+	nets, err := ParseConfig([]byte(raw), d.Source)
 	if err != nil {
-		return nil, err
+		d.Err, d.Network = err, NamedNetwork([]byte(raw), u.GetName())
+		return d
 	}
 	for i := range nets {
-		nets[i].Created = u.GetCreationTimestamp().Time.UTC()
+		nets[i].Created = d.Created
 	}
-	return nets, nil
+	d.Nets = nets
+	return d
 }
 
-// nadHistory holds each NAD's networks of its last valid version, by
-// namespace/name. It lives as long as the agent: an agent started while a
-// NAD is invalid does not know what it was.
-type nadHistory map[string]lastValid
+// fileDefinition is what a file of the node (a CNI configuration) defines.
+func fileDefinition(raw []byte, source string) Definition {
+	nets, err := ParseConfig(raw, source)
+	if err != nil {
+		return Definition{Source: source, Err: err, Network: NamedNetwork(raw, "")}
+	}
+	return Definition{Source: source, Nets: nets}
+}
+
+// history holds each definition's networks of its last valid version, by
+// Source. It lives as long as the agent: an agent started while a
+// definition is invalid does not know what it was (gather recovers its
+// network from the state that outlives the agent instead).
+type history map[string]lastValid
 
 type lastValid struct {
 	uid  types.UID
 	nets []Network
 }
 
-// use returns the networks a NAD contributes: nets when it is valid (err
-// nil; remembered), else those of its last valid version if it is still
-// the same object (same UID: not deleted and re-created since). kept
-// reports the latter.
-func (h nadHistory) use(key string, uid types.UID, nets []Network, err error) (use []Network, kept bool) {
-	if err == nil {
-		h[key] = lastValid{uid: uid, nets: nets}
-		return nets, false
+// use returns the networks a definition contributes: its own when it is
+// valid (remembered), else those of its last valid version if it is still
+// the same object (same UID: a NAD not deleted and re-created since).
+// known reports whether the agent knows what the definition contributes:
+// false for an invalid definition it never saw valid.
+func (h history) use(d Definition) (use []Network, known bool) {
+	if d.Err == nil {
+		h[d.Source] = lastValid{uid: d.UID, nets: d.Nets}
+		return d.Nets, true
 	}
-	last, ok := h[key]
-	if !ok || last.uid != uid || len(last.nets) == 0 {
+	last, ok := h[d.Source]
+	if !ok || last.uid != d.UID {
 		return nil, false
 	}
 	return last.nets, true
 }
 
-// prune forgets NADs that are gone: deleting a NAD deletes its networks.
-func (h nadHistory) prune(present map[string]bool) {
+// prune forgets definitions that are gone: deleting a NAD (or a file)
+// deletes its networks.
+func (h history) prune(present map[string]bool) {
 	for k := range h {
 		if !present[k] {
 			delete(h, k)

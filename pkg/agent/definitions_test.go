@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -172,16 +171,29 @@ func nadObject(namespace, name, uid string, created time.Time, config string) *u
 	return u
 }
 
-func TestNADNetworks(t *testing.T) {
+func TestNADDefinition(t *testing.T) {
 	u := nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))
-	nets, err := nadNetworks(u)
-	require.NoError(t, err)
-	assert.Equal(t, []Network{nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, nets)
+	assert.Equal(t, Definition{Source: "nad:default/net1", UID: "uid-1", Created: t1,
+		Nets: []Network{nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}}, nadDefinition(u))
 
 	unstructured.RemoveNestedField(u.Object, "spec", "config")
-	nets, err = nadNetworks(u)
-	assert.Empty(t, nets, "a NAD without config names a file on the node")
-	assert.NoError(t, err)
+	assert.Equal(t, Definition{Source: "nad:default/net1", UID: "uid-1", Created: t1}, nadDefinition(u),
+		"a NAD without config names a file on the node")
+
+	for _, tc := range []struct {
+		name, nad, config, network string
+	}{
+		{"the verifier's edit: not JSON, so the NAD's name (Multus's default)", "net6", "{not json", "net6"},
+		{"invalid, but its name is readable", "v6", strings.Replace(nadConf("net6", "fd00:10:240:1000::/56"), `"type"`, `"table":254,"type"`, 1), "net6"},
+		{"cut short after its name", "v6", `{"cniVersion":"1.1.0","name":"net6","type":"multi-bri`, "net6"},
+		{"a readable name that is no network name: not the NAD's name either (Multus would not use it)", "net6", `{"name":"../x","type":"multi-bridge"}`, ""},
+	} {
+		u := nadObject("default", tc.nad, "uid-1", t1, tc.config)
+		d := nadDefinition(u)
+		assert.Error(t, d.Err, tc.name)
+		assert.Empty(t, d.Nets, tc.name)
+		assert.Equal(t, tc.network, d.Network, tc.name)
+	}
 }
 
 // TestGatherKeepsTheLastValidDefinition: an invalid edit of a live NAD
@@ -189,7 +201,7 @@ func TestNADNetworks(t *testing.T) {
 // route to it in the cluster. The NAD's last valid version stays in use,
 // as long as it is the same object.
 func TestGatherKeepsTheLastValidDefinition(t *testing.T) {
-	h := nadHistory{}
+	h := history{}
 	valid := nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))
 	net1 := nad("default/net1", t1, "net1", "10.240.16.0/20", 24)
 	const tableErr = `nad:default/net1: invalid "table" 254: 254 is the kernel's "main" table; ` +
@@ -234,7 +246,11 @@ func TestGatherKeepsTheLastValidDefinition(t *testing.T) {
 				Message: "ignoring an invalid network definition: " + tableErr}},
 		},
 	} {
-		got, refused := gather(nil, nil, step.nads, h)
+		var defs []Definition
+		for _, u := range step.nads {
+			defs = append(defs, nadDefinition(u))
+		}
+		got, refused := gather(defs, h, State{Node: "node-a"})
 		assert.Equal(t, step.want, got, step.name)
 		assert.Equal(t, step.refused, refused, step.name)
 	}
@@ -243,10 +259,14 @@ func TestGatherKeepsTheLastValidDefinition(t *testing.T) {
 func TestGatherFiles(t *testing.T) {
 	mgmt := file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "10.240.0.0/20", 24)
 	fileErr := errors.New(`file:/etc/cni/net.d/10-bad.conf: invalid "table" 254`)
-	nads := []*unstructured.Unstructured{nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))}
-	got, refused := gather([]Network{mgmt}, []error{fileErr}, nads, nadHistory{})
+	defs := []Definition{
+		{Source: mgmt.Source, Nets: []Network{mgmt}},
+		{Source: "file:/etc/cni/net.d/10-bad.conf", Err: fileErr, Network: "bad"},
+		nadDefinition(nadObject("default", "net1", "uid-1", t1, nadConf("net1", "10.240.16.0/20"))),
+	}
+	got, refused := gather(defs, history{}, State{Node: "node-a"})
 	assert.Equal(t, map[string]Network{"mgmt": mgmt, "net1": nad("default/net1", t1, "net1", "10.240.16.0/20", 24)}, got)
-	assert.Equal(t, []Refusal{{Reason: ReasonBadNetwork, Key: fileErr.Error(), Message: "ignoring an invalid network definition: " + fileErr.Error()}}, refused)
+	assert.Equal(t, []Refusal{{Reason: ReasonBadNetwork, Key: "file:/etc/cni/net.d/10-bad.conf", Message: "ignoring an invalid network definition: " + fileErr.Error()}}, refused)
 }
 
 func nadConf(name, pool string) string {

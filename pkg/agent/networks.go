@@ -151,14 +151,16 @@ func describeSlicing(n Network) string {
 }
 
 // ReadConfDir reads the CNI configuration files of dir in the order libcni
-// uses (lexical, .conf, .conflist and .json). A missing dir has none.
-func ReadConfDir(dir string) (nets []Network, errs []error) {
+// uses (lexical, .conf, .conflist and .json), one Definition each (an
+// unreadable or invalid file is one with Err). A missing dir has none; err
+// is for a dir that cannot be read.
+func ReadConfDir(dir string) ([]Definition, error) {
 	entries, err := os.ReadDir(dir)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, []error{fmt.Errorf("reading CNI conf dir: %w", err)}
+		return nil, fmt.Errorf("reading CNI conf dir: %w", err)
 	}
 	var files []string
 	for _, e := range entries {
@@ -167,20 +169,16 @@ func ReadConfDir(dir string) (nets []Network, errs []error) {
 		}
 	}
 	sort.Strings(files)
+	var defs []Definition
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		if err != nil {
-			errs = append(errs, err)
+			defs = append(defs, Definition{Source: "file:" + f, Err: err})
 			continue
 		}
-		ns, err := ParseConfig(raw, "file:"+f)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		nets = append(nets, ns...)
+		defs = append(defs, fileDefinition(raw, "file:"+f))
 	}
-	return nets, errs
+	return defs, nil
 }
 
 // ReleaseResponsible reports whether node self releases the leases of

@@ -107,15 +107,29 @@ func TestReadConfDir(t *testing.T) {
 	}
 	write("00-mgmt.conf", `{"cniVersion":"1.1.0","name":"mgmt","type":"multi-bridge","nodeSubnets":{"pool":"10.240.0.0/20","fromNodePodCIDR":true},"ipam":{"type":"host-local"}}`)
 	write("10-bad.conflist", `{"name":"bad","plugins":[{"type":"multi-bridge","nodeSubnets":{"pool":"x","size":24},"ipam":{"type":"host-local"}}]}`)
+	write("20-cut.conf", `{"cniVersion":"1.1.0","name":"cut","type":"multi-br`)
+	require.NoError(t, os.Symlink(filepath.Join(dir, "nowhere"), filepath.Join(dir, "30-dangling.conf")))
 	write("README", `not a config`)
-	nets, errs := ReadConfDir(dir)
-	assert.Equal(t, []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: "file:" + filepath.Join(dir, "00-mgmt.conf")}}, nets)
-	require.Len(t, errs, 1)
-	assert.ErrorContains(t, errs[0], `10-bad.conflist plugins[0]: invalid "nodeSubnets.pool" "x"`)
+	defs, err := ReadConfDir(dir)
+	require.NoError(t, err)
+	require.Len(t, defs, 4)
+	mgmt := "file:" + filepath.Join(dir, "00-mgmt.conf")
+	assert.Equal(t, Definition{Source: mgmt, Nets: []Network{{Name: "mgmt", Pool: pfx("10.240.0.0/20"), FromNodePodCIDR: true, Source: mgmt}}}, defs[0])
+	assert.Equal(t, "file:"+filepath.Join(dir, "10-bad.conflist"), defs[1].Source)
+	assert.ErrorContains(t, defs[1].Err, `10-bad.conflist plugins[0]: invalid "nodeSubnets.pool" "x"`)
+	assert.Equal(t, "bad", defs[1].Network)
+	assert.EqualError(t, defs[2].Err, "file:"+filepath.Join(dir, "20-cut.conf")+": CNI configuration is not a JSON object: unexpected end of JSON input")
+	assert.Equal(t, "cut", defs[2].Network, "a file cut short still names its network")
+	assert.Equal(t, "file:"+filepath.Join(dir, "30-dangling.conf"), defs[3].Source)
+	assert.ErrorIs(t, defs[3].Err, os.ErrNotExist)
+	assert.Equal(t, "", defs[3].Network, "an unreadable file names no network")
 
-	nets, errs = ReadConfDir(filepath.Join(dir, "missing"))
-	assert.Empty(t, nets)
-	assert.Empty(t, errs)
+	defs, err = ReadConfDir(filepath.Join(dir, "missing"))
+	assert.Empty(t, defs)
+	assert.NoError(t, err)
+
+	_, err = ReadConfDir(filepath.Join(dir, "README"))
+	assert.EqualError(t, err, "reading CNI conf dir: open "+filepath.Join(dir, "README")+": not a directory")
 }
 
 func TestReleaseResponsible(t *testing.T) {

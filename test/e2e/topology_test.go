@@ -177,3 +177,14 @@ func slicesFile(t *testing.T, n *node, network string) string {
 	}
 	return l.Subnet.String()
 }
+
+// restart stops n's agent with SIGTERM (as a DaemonSet rollout does) and
+// starts it again. It returns the length of n's log before the start: the
+// new agent's lines are n.agent.Log()[offset:].
+func (c *testCluster) restart(n *node, extraArgs ...string) int {
+	c.t.Helper()
+	require.NoError(c.t, n.agent.Stop())
+	offset := len(n.agent.Log())
+	c.start(n, extraArgs...)
+	return offset
+}
