@@ -4,26 +4,18 @@ import (
 	"errors"
 	"flag"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
 
-func buildPlugin(t *testing.T, version string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "multi-bridge")
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.Version="+version, "-o", out, "github.com/multi-bridge-cni/multi-bridge/cmd/multi-bridge")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	b, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", b)
-	return out
-}
 
 func TestInstallSubcommand(t *testing.T) {
-	plugin := buildPlugin(t, "v0.3.0")
+	plugin := nettest.BuildPlugin(t, "v0.3.0")
 	bin, confDir := t.TempDir(), filepath.Join(t.TempDir(), "net.d")
 	good := filepath.Join(t.TempDir(), "00-mgmt.conf")
 	require.NoError(t, os.WriteFile(good, []byte(`{"cniVersion":"1.1.0","name":"mgmt","type":"multi-bridge","bridge":"cni0","table":0,"ipam":{"type":"host-local","subnet":"10.240.0.0/24"}}`), 0o644))
@@ -45,7 +37,7 @@ func TestInstallSubcommand(t *testing.T) {
 	assert.FileExists(t, filepath.Join(confDir, "00-mgmt.conf"))
 
 	// An older plugin does not replace it without --force.
-	older := buildPlugin(t, "v0.2.0")
+	older := nettest.BuildPlugin(t, "v0.2.0")
 	require.NoError(t, runInstall([]string{"--plugin", older, "--cni-bin-dir", bin}))
 	installed, _ = os.ReadFile(filepath.Join(bin, "multi-bridge"))
 	assert.Equal(t, want, installed)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
 
 func fakeVersion(v string) func(string) (string, error) {
@@ -126,22 +128,12 @@ func TestConfigWriteAndRemove(t *testing.T) {
 	assert.NoFileExists(t, path)
 }
 
-// buildPlugin builds the real plugin with a version stamped in.
-func buildPlugin(t *testing.T, version string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "multi-bridge")
-	cmd := exec.Command("go", "build", "-ldflags", "-X main.Version="+version, "-o", out, "github.com/multi-bridge-cni/multi-bridge/cmd/multi-bridge")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	b, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", b)
-	return out
-}
 
 // The plugin is replaced while another process executes it in a loop: every
 // exec succeeds and sees a whole binary of one version or the other, no
 // temporary file is left, and the real version check keeps a newer binary.
 func TestReplaceWhileExecuting(t *testing.T) {
-	v1, v2 := buildPlugin(t, "v0.1.0"), buildPlugin(t, "v0.2.0")
+	v1, v2 := nettest.BuildPlugin(t, "v0.1.0"), nettest.BuildPlugin(t, "v0.2.0")
 	dir := t.TempDir()
 	target := filepath.Join(dir, "multi-bridge")
 	_, err := Binary{Source: v1, Version: "v0.1.0", Dir: dir, Name: "multi-bridge"}.Install()

@@ -283,3 +283,17 @@ func (r *Runtime) PluginGC(conf *libcni.PluginConfig, valid []types.GCAttachment
 			&invoke.Args{Command: "GC", Path: strings.Join(r.CNI.Path, ":")}, nil)
 	})
 }
+
+// BuildPlugin builds the plugin from the current source with a version
+// stamped in and returns the binary's path (in a directory of the test).
+func BuildPlugin(t testing.TB, version string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "multi-bridge")
+	cmd := exec.Command("go", "build", "-ldflags", "-X main.Version="+version, "-o", out, "./cmd/multi-bridge")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the plugin: %v\n%s", err, b)
+	}
+	return out
+}
