@@ -13,7 +13,6 @@ import (
 	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
 
-
 func TestInstallSubcommand(t *testing.T) {
 	plugin := nettest.BuildPlugin(t, "v0.3.0")
 	bin, confDir := t.TempDir(), filepath.Join(t.TempDir(), "net.d")

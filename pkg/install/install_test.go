@@ -128,7 +128,6 @@ func TestConfigWriteAndRemove(t *testing.T) {
 	assert.NoFileExists(t, path)
 }
 
-
 // The plugin is replaced while another process executes it in a loop: every
 // exec succeeds and sees a whole binary of one version or the other, no
 // temporary file is left, and the real version check keeps a newer binary.
