@@ -15,7 +15,7 @@ LDFLAGS         := -X main.Version=$(VERSION)
 
 export GOFLAGS  := -buildvcs=false
 
-.PHONY: all build deps ipam-plugins cnitool demo test test-unit test-integration vet fmt clean
+.PHONY: all build deps ipam-plugins cnitool demo test test-unit test-integration vet fmt fuzz clean
 
 all: build
 
@@ -76,6 +76,14 @@ test: deps ipam-plugins cnitool vet
 		MULTI_BRIDGE_TEST_CNI_VERSION=$$v $(GO) test -count=1 ./test/integration/ || exit 1; \
 	done
 	$(MAKE) test-e2e
+
+# Fuzz the configuration loader and the node policy for a few minutes each
+# (FUZZTIME=...). A crasher lands in pkg/<package>/testdata/fuzz/<target>/;
+# commit it and every `go test` replays it as a regression test.
+FUZZTIME ?= 2m
+fuzz:
+	$(GO) test ./pkg/config -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/policy -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN)

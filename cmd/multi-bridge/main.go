@@ -4,15 +4,31 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/plugin"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // Version is set at build time (-ldflags "-X main.Version=...").
 var Version = "dev"
 
 func main() {
-	skel.PluginMainFuncs(plugin.New(plugin.Options{}).Funcs(), version.All, "multi-bridge CNI plugin "+Version)
+	if err := boundStdin(config.MaxConfigSize); err != nil {
+		_ = err.Print()
+		os.Exit(1)
+	}
+	about := "multi-bridge CNI plugin " + Version
+	if os.Getenv("CNI_COMMAND") == "" {
+		// skel would print this and exit 0; a runtime that lost
+		// CNI_COMMAND must get the spec's error 4 instead.
+		fmt.Fprintln(os.Stderr, about)
+	}
+	opts := plugin.Options{PolicyFile: os.Getenv(policy.PathEnv)}
+	skel.PluginMainFuncs(plugin.New(opts).Funcs(), version.All, "")
 }

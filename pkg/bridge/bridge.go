@@ -21,6 +21,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Marker is the alias multi-bridge gives the bridges it creates. Only on
+// those does forceAddress remove addresses: a bridge someone else made
+// (the primary CNI's, a node's LAN bridge) keeps what its owner put there.
+const Marker = "multi-bridge"
+
 // Spec is the bridge a network asks for.
 type Spec struct {
 	Name    string
@@ -41,7 +46,15 @@ func Ensure(s Spec) (*netlink.Bridge, error) {
 			return nil, fmt.Errorf("creating bridge %q: %w", s.Name, err)
 		}
 		// EEXIST: a concurrent ADD created it first; use theirs.
+		created := err == nil
 		br, err = lookup(s.Name)
+		if err == nil && created {
+			// The kernel ignores an alias given at creation.
+			if err := netlink.LinkSetAlias(br, Marker); err != nil {
+				return nil, fmt.Errorf("marking bridge %q as multi-bridge's: %w", s.Name, err)
+			}
+			br.Alias = Marker
+		}
 		if err == nil {
 			// A bridge whose MAC was never set takes the lowest MAC of its
 			// ports and changes it as pods come and go, which pods' neighbour
@@ -64,8 +77,11 @@ func Ensure(s Spec) (*netlink.Bridge, error) {
 	// neighbour solicitation there, so the first IPv6 packets to a new pod
 	// wait or are lost; its addresses are the node's own (a MAC-derived
 	// link-local and the gateway IPAM reserved).
-	for _, key := range []string{"accept_ra", "accept_dad"} {
-		_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv6/conf/%s/%s", s.Name, key), "0")
+	// A bridge somebody else made keeps its owner's settings.
+	if CreatedByUs(br) {
+		for _, key := range []string{"accept_ra", "accept_dad"} {
+			_, _ = sysctl.Sysctl(fmt.Sprintf("net/ipv6/conf/%s/%s", s.Name, key), "0")
+		}
 	}
 	if br.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
@@ -88,19 +104,48 @@ func lookup(name string) (*netlink.Bridge, error) {
 }
 
 // Usable reports why name cannot be the network's bridge: an interface of
-// that name exists on the node and is not a bridge. Absent is usable.
+// that name exists on the node and is not a bridge (a NIC, a bond, a veth,
+// lo), which multi-bridge must never enslave to, re-address or bring down.
+// Absent is usable.
 func Usable(name string) error {
+	_, err := existing(name)
+	return err
+}
+
+// existing is the bridge called name, nil when there is none, or why the
+// interface of that name cannot be used.
+func existing(name string) (*netlink.Bridge, error) {
 	l, err := netlinksafe.LinkByName(name)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, fmt.Errorf("interface %q exists on the node and is a %s, not a bridge", name, l.Type())
+	}
+	return br, nil
+}
+
+// CheckSpec reports why s cannot be served, before anything is changed: the
+// name belongs to another kind of interface, or the pod's MTU is above the
+// existing bridge's (frames the bridge would drop).
+func CheckSpec(s Spec) error {
+	br, err := existing(s.Name)
+	if err != nil || br == nil {
 		return err
 	}
-	if _, ok := l.(*netlink.Bridge); !ok {
-		return fmt.Errorf("interface %q exists on the node and is a %s, not a bridge", name, l.Type())
+	if s.MTU > br.MTU {
+		return fmt.Errorf("MTU %d is above the MTU %d of the existing bridge %q", s.MTU, br.MTU, s.Name)
 	}
 	return nil
+}
+
+// CreatedByUs reports whether multi-bridge created br.
+func CreatedByUs(br *netlink.Bridge) bool {
+	return br.Alias == Marker
 }
 
 // Lookup returns an existing bridge.

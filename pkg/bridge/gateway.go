@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -12,13 +13,13 @@ import (
 )
 
 // EnsureGateways puts each gateway (address with the subnet's prefix length)
-// on link and returns those this call added. An address of another host in
-// the same subnet is an operator's mistake unless forceAddress asks to
-// replace it.
-func EnsureGateways(link netlink.Link, gateways []*net.IPNet, forceAddress bool) ([]*net.IPNet, error) {
+// on the bridge and returns those this call added. An address of another
+// host in the same subnet is an operator's mistake unless forceAddress asks
+// to replace it, which it only does on a bridge multi-bridge created.
+func EnsureGateways(br *netlink.Bridge, gateways []*net.IPNet, forceAddress bool) ([]*net.IPNet, error) {
 	var added []*net.IPNet
 	for _, gw := range gateways {
-		ok, err := ensureGateway(link, gw, forceAddress)
+		ok, err := ensureGateway(br, gw, forceAddress)
 		if err != nil {
 			return added, err
 		}
@@ -29,7 +30,7 @@ func EnsureGateways(link netlink.Link, gateways []*net.IPNet, forceAddress bool)
 	return added, nil
 }
 
-func ensureGateway(link netlink.Link, gw *net.IPNet, force bool) (bool, error) {
+func ensureGateway(link *netlink.Bridge, gw *net.IPNet, force bool) (bool, error) {
 	fam := netlink.FAMILY_V4
 	if gw.IP.To4() == nil {
 		fam = netlink.FAMILY_V6
@@ -45,6 +46,9 @@ func ensureGateway(link netlink.Link, gw *net.IPNet, force bool) (bool, error) {
 		if a.Contains(gw.IP) || gw.Contains(a.IP) {
 			if !force {
 				return false, fmt.Errorf("%s already has %s, not the gateway %s of this network; set \"forceAddress\": true to replace it, or fix the gateway", link.Attrs().Name, a.IPNet, gw)
+			}
+			if !CreatedByUs(link) {
+				return false, fmt.Errorf("%s already has %s, not the gateway %s of this network, and forceAddress only replaces addresses on bridges multi-bridge created; remove the address by hand or use another bridge", link.Attrs().Name, a.IPNet, gw)
 			}
 			if err := netlink.AddrDel(link, &a); err != nil {
 				return false, fmt.Errorf("removing %s from %s: %w", a.IPNet, link.Attrs().Name, err)
@@ -89,4 +93,45 @@ func HasPorts(br *netlink.Bridge, except string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// CheckOverlap refuses to put subnets on the bridge named bridgeName when
+// the node already has an address in one of them on another interface: the
+// node would then route that subnet two ways, or (an attacker's NAD naming
+// the node's own LAN) lose its own traffic to the pods.
+func CheckOverlap(bridgeName string, subnets []netip.Prefix) error {
+	if len(subnets) == 0 {
+		return nil
+	}
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing the node's interfaces: %w", err)
+	}
+	for _, l := range links {
+		if l.Attrs().Name == bridgeName {
+			continue
+		}
+		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			theirs := netip.PrefixFrom(ip.Unmap(), ones)
+			for _, s := range subnets {
+				if s.Overlaps(theirs) {
+					kind := "interface"
+					if l.Type() == "bridge" {
+						kind = "bridge"
+					}
+					return fmt.Errorf("subnet %s of bridge %q overlaps %s on %s %q", s, bridgeName, theirs, kind, l.Attrs().Name)
+				}
+			}
+		}
+	}
+	return nil
 }

@@ -34,7 +34,7 @@ func Attach(br *netlink.Bridge, p Port) (*Attached, error) {
 	hostName := HostVethName(p.ContainerID, p.IfName)
 	// A host end with our derived name and no pod end under p.IfName is a
 	// leftover of an interrupted attempt for this very attachment.
-	if l, err := netlinksafe.LinkByName(hostName); err == nil {
+	if l, err := netlinksafe.LinkByName(hostName); err == nil && l.Type() == "veth" {
 		_ = netlink.LinkDel(l)
 	}
 	nodeNS, err := ns.GetCurrentNS()
@@ -100,6 +100,10 @@ func DetachByName(hostName string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if l.Type() != "veth" {
+		// Our derived names are veths; anything else is not ours to delete.
+		return nil
 	}
 	if err := netlink.LinkDel(l); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
 		return fmt.Errorf("deleting %s: %w", hostName, err)

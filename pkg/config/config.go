@@ -199,6 +199,9 @@ func LoadLenient(stdin []byte, cniArgs string) (*Network, []error, error) {
 }
 
 func load(stdin []byte, cniArgs string, lenient bool) (*Network, []error, error) {
+	if err := checkText(stdin); err != nil {
+		return nil, nil, err
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(stdin, &raw); err != nil {
 		return nil, nil, types.NewError(types.ErrDecodingFailure,
@@ -224,10 +227,17 @@ func load(stdin []byte, cniArgs string, lenient bool) (*Network, []error, error)
 		UID:              args.Get("K8S_POD_UID"),
 		InfraContainerID: args.Get("K8S_POD_INFRA_CONTAINER_ID"),
 	}
+	// What is executed or written as root is checked even for a lenient
+	// load: a plugin type that is a path, a file outside the node's places.
+	for _, check := range []func(*Network) error{validateTypes, validatePaths} {
+		if err := check(n); err != nil {
+			return nil, nil, err
+		}
+	}
 	for _, check := range []func(*Network, Args) error{
 		validateName, validateBridge, validateLayer3, validateRouting, validateLink,
 		validateMasq, validateUnsupported, validateMAC, validateIPs,
-		validateNodeSubnets, validateLogLevel,
+		validateNodeSubnets, validateIPAMSubnets, validateLogLevel,
 	} {
 		if err := check(n, args); err != nil {
 			problems = append(problems, err)
@@ -441,6 +451,9 @@ func validateMasq(n *Network, _ Args) error {
 // multi-bridge accepts syntactically but does not implement yet, so they are
 // never silently ignored.
 func validateUnsupported(n *Network, _ Args) error {
+	if n.Conf.Vlan < 0 || n.Conf.Vlan > 4094 {
+		return invalid(`"vlan"`, n.Conf.Vlan, "out of range 0-4094", "omit it (multi-bridge does not tag pods' traffic)")
+	}
 	if n.Conf.Vlan != 0 {
 		return types.NewError(types.ErrUnsupportedField,
 			fmt.Sprintf(`"vlan": %d is not supported yet by multi-bridge`, n.Conf.Vlan),

@@ -102,19 +102,25 @@ func newer(a, b string) bool {
 }
 
 // VersionOf runs a multi-bridge plugin without CNI_COMMAND, which makes it
-// print "multi-bridge CNI plugin <version>" (skel's about text), and returns
-// the version.
+// print "multi-bridge CNI plugin <version>" on stderr, and returns the
+// version. Releases since the hostile-input hardening also answer with the
+// spec's error 4 (exit status 1); older ones exit 0.
 func VersionOf(path string) (string, error) {
 	var stderr bytes.Buffer
 	cmd := exec.Command(path)
-	cmd.Env = []string{} // no CNI_COMMAND: skel prints its about text
+	cmd.Env = []string{} // no CNI_COMMAND: the plugin prints its about text
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", err
+	runErr := cmd.Run()
+	var exitErr *exec.ExitError
+	if runErr != nil && !errors.As(runErr, &exitErr) {
+		return "", runErr
 	}
 	first, _, _ := strings.Cut(stderr.String(), "\n")
 	fields := strings.Fields(first)
-	if len(fields) == 0 {
+	if !strings.HasPrefix(first, "multi-bridge CNI plugin ") || len(fields) == 0 {
+		if runErr != nil {
+			return "", fmt.Errorf("%s: %w", path, runErr)
+		}
 		return "", fmt.Errorf("%s printed no version", path)
 	}
 	return fields[len(fields)-1], nil

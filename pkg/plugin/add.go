@@ -45,6 +45,13 @@ func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
 		return nil, err
 	}
 	defer c.done()
+	if err := checkIfName(args.IfName); err != nil {
+		return nil, err
+	}
+	if err := c.policy.Check(c.net); err != nil {
+		c.log.Error("ADD refused by the node policy", "error", err)
+		return nil, err
+	}
 	ctx := context.Background()
 	unlock, err := c.lockAttachment(args.ContainerID, args.IfName)
 	if err != nil {
@@ -123,9 +130,9 @@ type addition struct {
 // changed: open the pod, tell a repeated ADD from a name clash, and choose
 // the table and preference against the pod's current rules.
 func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
-	podNS, err := ns.GetNS(c.args.Netns)
+	podNS, err := openPodNS(c.args.Netns)
 	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("cannot open the pod's netns %q: %v", c.args.Netns, err), "")
+		return nil, err
 	}
 	pod, err := netlinksafe.NewHandleAt(netns.NsHandle(podNS.Fd()))
 	if err != nil {
@@ -142,9 +149,9 @@ func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
 
 func (a *addition) prepare(ctx context.Context) error {
 	c := a.c
-	if err := bridge.Usable(c.net.Bridge); err != nil {
+	if err := bridge.CheckSpec(bridge.Spec{Name: c.net.Bridge, MTU: c.net.Conf.MTU}); err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"bridge\" %q: %v", c.net.Bridge, err),
-			"name another bridge in the network configuration")
+			"name another bridge in the network configuration, or lower \"mtu\"")
 	}
 	if err := a.detectRepeat(ctx); err != nil {
 		return err
@@ -178,7 +185,58 @@ func (a *addition) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkChoice(); err != nil {
+		return err
+	}
+	if err := a.checkOverlap(a.declaredSubnets()); err != nil {
+		return err
+	}
 	return a.planReplacement()
+}
+
+// checkChoice holds an automatic table or preference to the node policy
+// (a configured one was checked with the rest of the configuration).
+func (a *addition) checkChoice() error {
+	r := a.c.net.Routing
+	if r.Mode == config.RoutingAuto {
+		if err := a.c.policy.CheckTable(a.choice.Table); err != nil {
+			return err
+		}
+	}
+	if r.Mode != config.RoutingMain && r.Priority == 0 {
+		return a.c.policy.CheckPriority(a.choice.Priority)
+	}
+	return nil
+}
+
+// declaredSubnets are the subnets the bridge's gateway addresses will be in,
+// as far as the configuration tells before IPAM runs: this node's slice, or
+// host-local's and static's subnets.
+func (a *addition) declaredSubnets() []netip.Prefix {
+	if a.slice.IsValid() {
+		return []netip.Prefix{a.slice}
+	}
+	var out []netip.Prefix
+	for _, d := range a.c.net.DeclaredSubnets() {
+		if d.Field != "static IP request" && d.Field != "nodeSubnets.pool" {
+			out = append(out, d.Prefix)
+		}
+	}
+	return out
+}
+
+// checkOverlap refuses gateway subnets the node already has elsewhere. Only
+// a network whose bridge holds gateways puts its subnets on the node; pure
+// layer-2 networks may share a subnet (their routes live in the pods).
+func (a *addition) checkOverlap(subnets []netip.Prefix) error {
+	if !a.c.net.Conf.IsGateway || a.prior != nil {
+		return nil
+	}
+	if err := bridge.CheckOverlap(a.c.net.Bridge, subnets); err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(),
+			"give each bridge's network its own subnet, outside the node's other subnets")
+	}
+	return nil
 }
 
 // planReplacement: a repeated ADD whose configuration now asks for another
@@ -216,7 +274,7 @@ func (a *addition) detectRepeat(ctx context.Context) error {
 	if link != nil && !owned {
 		if !bridge.IsHostEndOf(bridge.HostVethName(args.ContainerID, args.IfName), link.Attrs().Index) {
 			return types.NewError(types.ErrInvalidEnvironmentVariables,
-				fmt.Sprintf("interface %q already exists in the pod and was not created by multi-bridge for network %q and container %s", args.IfName, a.c.net.Conf.Name, args.ContainerID),
+				fmt.Sprintf("CNI_IFNAME %q: the pod already has that interface, not created by multi-bridge for network %q and container %s", args.IfName, a.c.net.Conf.Name, args.ContainerID),
 				"give this attachment another interface name (the \"interface\" of the network selection)")
 		}
 		// The peer of this attachment's host veth: made by an ADD of this
@@ -343,7 +401,16 @@ func (a *addition) allocate(ctx context.Context) error {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("IPAM plugin %q returned no IP address", a.c.net.Conf.IPAM.Type), "check the ipam section of the network configuration")
 	}
 	a.ipam = res
-	return completeIPAMResult(a.c.net, res)
+	if err := completeIPAMResult(a.c.net, res); err != nil {
+		return err
+	}
+	var gateways []netip.Addr
+	for _, g := range gatewayNets(res) {
+		if ip, ok := netip.AddrFromSlice(g.IP); ok {
+			gateways = append(gateways, ip.Unmap())
+		}
+	}
+	return a.c.policy.CheckAddresses(a.c.net.Conf.IPAM.Type, resultPrefixes(res), gateways)
 }
 
 func (a *addition) release(ctx context.Context) error {
@@ -456,6 +523,16 @@ func (a *addition) ensureGateway(context.Context) error {
 		return err
 	}
 	defer unlock()
+	var subnets []netip.Prefix
+	for _, g := range gatewayNets(a.ipam) {
+		if ip, ok := netip.AddrFromSlice(g.IP); ok {
+			ones, _ := g.Mask.Size()
+			subnets = append(subnets, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+		}
+	}
+	if err := a.checkOverlap(subnets); err != nil {
+		return err
+	}
 	a.addedGateways, err = bridge.EnsureGateways(a.br, gatewayNets(a.ipam), n.Conf.ForceAddress)
 	if err != nil {
 		return err

@@ -69,10 +69,13 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 	if err := checkNode(n, bridge.HostVethName(args.ContainerID, args.IfName), prev); err != nil {
 		return err
 	}
-	pod, closePod := c.openPod(args.Netns)
+	pod, closePod, err := c.openPodChecked(args.Netns)
 	defer closePod()
+	if err != nil {
+		return err
+	}
 	if pod == nil {
-		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("cannot open the pod's netns %q", args.Netns), "")
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty", "CHECK needs the pod's network namespace")
 	}
 	link, err := checkPodInterface(pod, n, args, prev)
 	if err != nil {

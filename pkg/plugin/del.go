@@ -12,7 +12,6 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -56,6 +55,12 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if prev, err := prevResultOf(c.net); err == nil && prev != nil {
 		ref.addAddrs(resultAddrs(prev))
 	}
+	if node, _ := isNodeNS(ref.Netns); ref.Netns != "" && node {
+		// Never a pod's: nothing to do inside it, and the IPAM plugin
+		// refuses a DEL naming its own namespace.
+		c.log.Info("CNI_NETNS is the node's own namespace; cleaning up the node side only", "netns", ref.Netns)
+		ref.Netns = ""
+	}
 	pod, closePod := c.openPod(ref.Netns)
 	defer closePod()
 	if err := p.teardown(ctx, c, ref, pod, c.ipamArgs()); err != nil {
@@ -92,21 +97,30 @@ func (r *attachmentRef) addAddrs(addrs []netip.Addr) {
 // gives a nil handle: the kernel removed the pod's interfaces and rules with
 // the namespace, so there is nothing to do inside it.
 func (c *call) openPod(path string) (*netlinksafe.Handle, func()) {
-	if path == "" {
-		return nil, func() {}
-	}
-	podNS, err := ns.GetNS(path)
+	h, closePod, err := c.openPodChecked(path)
 	if err != nil {
 		c.log.Info("pod netns not usable; cleaning up the node side only", "netns", path, "reason", err)
-		return nil, func() {}
+	}
+	return h, closePod
+}
+
+// openPodChecked is openPod with the reason a path is not usable: not a
+// network namespace, or the node's own (never treated as a pod's, so a DEL
+// naming it cannot remove the node's interfaces or rules).
+func (c *call) openPodChecked(path string) (*netlinksafe.Handle, func(), error) {
+	if path == "" {
+		return nil, func() {}, nil
+	}
+	podNS, err := openPodNS(path)
+	if err != nil {
+		return nil, func() {}, err
 	}
 	h, err := netlinksafe.NewHandleAt(netns.NsHandle(podNS.Fd()))
 	if err != nil {
 		_ = podNS.Close()
-		c.log.Error("netlink in pod netns", "error", err)
-		return nil, func() {}
+		return nil, func() {}, fmt.Errorf("netlink in pod netns: %w", err)
 	}
-	return &h, func() { h.Close(); _ = podNS.Close() }
+	return &h, func() { h.Close(); _ = podNS.Close() }, nil
 }
 
 // teardown removes one attachment: its rules and interface in the pod (when

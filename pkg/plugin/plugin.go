@@ -24,6 +24,7 @@ import (
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/masq"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // IPAMCall is one run of the network's IPAM plugin.
@@ -78,6 +79,9 @@ type Options struct {
 	// LogOutput receives logs when the configuration has no logFile;
 	// default os.Stderr (never stdout, which carries only the result).
 	LogOutput io.Writer
+	// PolicyFile is the node policy; default policy.DefaultPath. A missing
+	// file means the default policy.
+	PolicyFile string
 }
 
 // Plugin is multi-bridge's implementation of the CNI verbs.
@@ -95,6 +99,9 @@ func New(opts Options) *Plugin {
 	}
 	if opts.LogOutput == nil {
 		opts.LogOutput = os.Stderr
+	}
+	if opts.PolicyFile == "" {
+		opts.PolicyFile = policy.DefaultPath
 	}
 	return &Plugin{opts: opts}
 }
@@ -118,6 +125,8 @@ type call struct {
 	args *skel.CmdArgs
 	log  *slog.Logger
 	done func()
+	// policy is the node policy this call runs under.
+	policy *policy.Policy
 	// hold is the lock of the attachment being worked on, if any; the IPAM
 	// plugin inherits it.
 	hold *os.File
@@ -154,13 +163,30 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
 	if err != nil {
 		return nil, err
 	}
+	pol, policyErr := policy.Load(p.opts.PolicyFile)
+	if policyErr != nil {
+		if !teardown {
+			return nil, policyErr
+		}
+		// Tearing down still needs to honour where files may go: with the
+		// administrator's file unreadable, the default directories apply.
+		pol = policy.Default()
+	}
+	// Logs, locks and state are written for every verb: where they go is
+	// checked before anything is opened.
+	if err := pol.CheckPaths(n); err != nil {
+		return nil, err
+	}
 	log, done := newLogger(n, p.opts.LogOutput)
 	log = log.With("verb", verb, "network", n.Conf.Name, "pod", n.Pod.String(),
 		"containerID", args.ContainerID, "ifname", args.IfName)
 	for _, problem := range problems {
 		log.Info("going on despite an invalid configuration", "problem", problem)
 	}
-	return &call{p: p, net: n, args: args, log: log, done: done}, nil
+	if policyErr != nil {
+		log.Error("tearing down under the default node policy", "problem", policyErr)
+	}
+	return &call{p: p, net: n, args: args, log: log, done: done, policy: pol}, nil
 }
 
 // ipamConf is the IPAM plugin's configuration for this call. For a network

@@ -11,18 +11,25 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // Status implements CNI STATUS: success means an ADD can be served now. The
 // IPAM plugin must be installed and answer its own STATUS, and masquerading
 // networks need a usable firewall backend.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
+	if _, err := policy.Load(p.opts.PolicyFile); err != nil {
+		return notAvailable("no usable node policy", err)
+	}
 	c, err := p.begin("STATUS", args)
 	if err != nil {
 		return err
 	}
 	defer c.done()
 	n := c.net
+	if err := c.policy.Check(n); err != nil {
+		return notAvailable("the node policy refuses this network", err)
+	}
 	if err := bridge.Usable(n.Bridge); err != nil {
 		return notAvailable(fmt.Sprintf("bridge %q", n.Bridge), err)
 	}

@@ -46,6 +46,10 @@ for f in "$NETCONFPATH"/*.conf; do
       -e "s|\"type\": \"host-local\",|\"type\": \"host-local\", \"dataDir\": \"$work/ipam\",|" "$f" >"$confdir/$(basename "$f")"
 done
 export NETCONFPATH=$confdir
+# The default node policy keeps the plugin's files under /var/lib/cni,
+# /var/log and /run; this run's policy allows its own directory instead.
+printf '{"allowedDirectories": ["%s"]}\n' "$work" >"$work/policy.json"
+export MULTI_BRIDGE_POLICY_FILE=$work/policy.json
 
 say "Topology: node, pod, outside host, WAN host"
 for ns in "$node" "$pod" "$outside" "$wan"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done

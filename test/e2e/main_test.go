@@ -71,6 +71,10 @@ func run(m *testing.M) int {
 		}
 	}
 	os.Setenv("MULTI_BRIDGE_TEST_CNI_PATH", cniDir)
+	if err := nettest.UseTestPolicy(tmp); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if s.server, err = kubetest.StartServer(tmp); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

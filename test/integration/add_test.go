@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
 	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
 
@@ -115,7 +116,7 @@ func TestInterfaceNameTakenByAnotherPlugin(t *testing.T) {
 	_, err := b.add(b.conf(net1(nil)), "net1")
 	e := cniCode(t, err)
 	assert.Equal(t, uint(types.ErrInvalidEnvironmentVariables), e.Code)
-	assert.Contains(t, e.Msg, `interface "net1" already exists in the pod and was not created by multi-bridge`)
+	assert.Equal(t, `CNI_IFNAME "net1": the pod already has that interface, not created by multi-bridge for network "net1" and container `+b.id, e.Msg)
 	assert.Equal(t, before, snapshot(b))
 }
 
@@ -147,18 +148,34 @@ func TestBridgeAndPortOptions(t *testing.T) {
 	assert.Equal(t, []string{"1"}, b.onNode("sysctl", "-n", "net.ipv4.ip_forward"), "a gateway bridge needs forwarding")
 }
 
+// forceAddress replaces a stray address on a bridge multi-bridge created,
+// never on one somebody else made.
 func TestForceAddress(t *testing.T) {
 	b := newBed(t)
-	nettest.MustRun(t, b.node, "ip", "link", "add", "cni1", "type", "bridge")
+	// A layer-2 network creates cni1 (marked as multi-bridge's); then an
+	// address appears on it by hand.
+	b.mustAdd(b.conf(map[string]any{"name": "l2", "bridge": "cni1"}), "net9")
 	nettest.MustRun(t, b.node, "ip", "addr", "add", "10.240.10.254/24", "dev", "cni1")
 	_, err := b.add(b.conf(net1(nil)), "net1")
 	assert.Contains(t, cniCode(t, err).Msg, `cni1 already has 10.240.10.254/24, not the gateway 10.240.10.1/24 of this network; set "forceAddress": true`)
-	assert.Empty(t, b.hostVeths(), "the failed ADD rolled back")
+	assert.Equal(t, []string{bridge.HostVethName(b.id, "net9")}, b.hostVeths(), "the failed ADD rolled back")
 	assert.Empty(t, b.reservations())
 
 	b.mustAdd(b.conf(net1(map[string]any{"forceAddress": true})), "net1")
-	assert.Contains(t, strings.Join(b.onNode("ip", "-4", "-o", "addr", "show", "cni1"), "\n"), "inet 10.240.10.1/24")
-	assert.NotContains(t, strings.Join(b.onNode("ip", "-4", "-o", "addr", "show", "cni1"), "\n"), "10.240.10.254")
+	addrs := strings.Join(b.onNode("ip", "-4", "-o", "addr", "show", "cni1"), "\n")
+	assert.Contains(t, addrs, "inet 10.240.10.1/24")
+	assert.NotContains(t, addrs, "10.240.10.254")
+}
+
+func TestForceAddressLeavesABridgeItDidNotCreate(t *testing.T) {
+	b := newBed(t)
+	adminBridge(t, b)
+	before := snapshot(b)
+	_, err := b.add(b.conf(net1(map[string]any{"forceAddress": true})), "net1")
+	e := cniCode(t, err)
+	assert.Equal(t, uint(types.ErrInternal), e.Code)
+	assert.Equal(t, "cni1 already has 10.240.10.254/24, not the gateway 10.240.10.1/24 of this network, and forceAddress only replaces addresses on bridges multi-bridge created; remove the address by hand or use another bridge", e.Msg)
+	assert.Equal(t, before, snapshot(b), "the address stays, everything rolled back")
 }
 
 func TestLayer2Attachment(t *testing.T) {

@@ -239,7 +239,7 @@ func TestRollbackAfterEachStep(t *testing.T) {
 				before := snapshot(b)
 
 				injected := errors.New("injected failure after " + step)
-				p := plugin.New(plugin.Options{AfterStep: func(s string) error {
+				p := plugin.New(plugin.Options{PolicyFile: nettest.PolicyFile(), AfterStep: func(s string) error {
 					if s == step {
 						return injected
 					}

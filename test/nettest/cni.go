@@ -16,6 +16,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // RepoRoot is the repository's top directory.
@@ -64,8 +66,31 @@ func runMain(m *testing.M) int {
 		}
 	}
 	os.Setenv("MULTI_BRIDGE_TEST_CNI_PATH", dir)
+	if err := UseTestPolicy(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
 }
+
+// UseTestPolicy writes a node policy into dir that lets configurations put
+// their files under the temporary directory (where NewDirs makes them; the
+// default policy allows only /var/lib/cni, /var/log and /run) and points
+// the plugins this process runs at it, through policy.PathEnv.
+func UseTestPolicy(dir string) error {
+	path := filepath.Join(dir, "policy.json")
+	doc, err := json.Marshal(map[string]any{"allowedDirectories": []string{filepath.Clean(os.TempDir())}})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		return err
+	}
+	return os.Setenv(policy.PathEnv, path)
+}
+
+// PolicyFile is the policy UseTestPolicy wrote, for plugins run in-process.
+func PolicyFile() string { return os.Getenv(policy.PathEnv) }
 
 // CNIPath is the bin directory Main prepared.
 func CNIPath(t testing.TB) string {

@@ -1,0 +1,207 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// Limits on the configuration text. A NetworkAttachmentDefinition is
+// written by namespace users and multi-bridge runs as root on every node,
+// so the text is treated as hostile: bounded, well-formed, unambiguous.
+const (
+	// MaxConfigSize is far above any real configuration (a few KiB) and
+	// below what could hurt a node when many pods start at once.
+	MaxConfigSize = 1 << 20
+	// MaxJSONDepth: multi-bridge's own configuration nests four levels
+	// (ipam.ranges[][]{}); Multus and libcni add a couple more.
+	MaxJSONDepth = 32
+)
+
+// checkText refuses configuration text that encoding/json would accept but
+// read in a way its author or another reader might not: oversized, invalid
+// UTF-8 (silently replaced by U+FFFD), keys given twice or differing only in
+// case (encoding/json keeps the last and matches case-insensitively, while
+// Multus and the IPAM plugin may read the other one), and deep nesting.
+func checkText(stdin []byte) error {
+	if len(stdin) > MaxConfigSize {
+		return types.NewError(types.ErrDecodingFailure,
+			fmt.Sprintf("network configuration is %d bytes, over the limit of %d (1 MiB)", len(stdin), MaxConfigSize),
+			"shorten the NetworkAttachmentDefinition's spec.config")
+	}
+	if !utf8.Valid(stdin) {
+		return types.NewError(types.ErrDecodingFailure,
+			fmt.Sprintf("network configuration is not valid UTF-8 (first bad byte at offset %d)", firstInvalidUTF8(stdin)),
+			"write the configuration as UTF-8 JSON")
+	}
+	return checkStructure(stdin)
+}
+
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return -1
+}
+
+// jsonScope is one open object or array while walking the token stream.
+type jsonScope struct {
+	path    string
+	object  bool
+	wantKey bool   // in an object: the next token is a key
+	key     string // in an object: the key whose value comes next
+	keys    map[string]string
+}
+
+// checkStructure walks the JSON tokens once, refusing duplicate keys and
+// nesting deeper than MaxJSONDepth. Syntax errors are left to the decoder
+// that follows, which words them better.
+func checkStructure(stdin []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(stdin))
+	dec.UseNumber()
+	var stack []*jsonScope
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return nil
+		}
+		var top *jsonScope
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.wantKey {
+			if key, ok := tok.(string); ok {
+				folded := strings.ToLower(key)
+				if prev, dup := top.keys[folded]; dup {
+					return duplicateKey(top.path, prev, key)
+				}
+				top.keys[folded] = key
+				top.key, top.wantKey = key, false
+				continue
+			}
+		}
+		delim, isDelim := tok.(json.Delim)
+		switch {
+		case isDelim && (delim == '}' || delim == ']'):
+			stack = stack[:len(stack)-1]
+			continue
+		case isDelim:
+			if len(stack) >= MaxJSONDepth {
+				return types.NewError(types.ErrDecodingFailure,
+					fmt.Sprintf("network configuration nests deeper than %d levels (at %s)", MaxJSONDepth, displayPath(top.path)),
+					"flatten the configuration; multi-bridge's own fields nest four levels deep")
+			}
+			path := ""
+			if top != nil {
+				path = top.path + "[]"
+				if top.object {
+					path = top.path + "." + top.key
+				}
+			}
+			stack = append(stack, &jsonScope{path: path, object: delim == '{', wantKey: delim == '{', keys: map[string]string{}})
+		}
+		if top != nil && top.object {
+			top.wantKey = true
+		}
+	}
+}
+
+func duplicateKey(path, first, second string) error {
+	field := strings.TrimPrefix(path+"."+second, ".")
+	why := fmt.Sprintf("key %q appears twice", field)
+	if first != second {
+		why = fmt.Sprintf("keys %q and %q differ only in case, and JSON readers disagree on which one counts", strings.TrimPrefix(path+"."+first, "."), field)
+	}
+	return types.NewError(types.ErrDecodingFailure, "ambiguous network configuration: "+why,
+		"keep one of them in the NetworkAttachmentDefinition's spec.config")
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "the top level"
+	}
+	return strings.TrimPrefix(p, ".")
+}
+
+// pluginTypeName is what a "type" may be: the file name of a plugin in
+// CNI_PATH. libcni and the CNI spec look the name up in CNI_PATH, and a
+// name with a '/' would reach any binary on the node.
+var pluginTypeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// validateTypes refuses a plugin type that is not a plain file name. It is
+// fatal even for DEL and GC: the IPAM type is executed as root.
+func validateTypes(n *Network) error {
+	for _, t := range []struct{ field, value string }{
+		{`"type"`, n.Conf.Type},
+		{`"ipam.type"`, n.Conf.IPAM.Type},
+	} {
+		if t.value == "" || pluginTypeName.MatchString(t.value) {
+			continue
+		}
+		return invalid(t.field, fmt.Sprintf("%q", t.value), "a plugin type is the plain file name of a binary in CNI_PATH (letters, digits, '.', '_', '-'; no '/' and no leading '.')",
+			`use the plugin's name, e.g. "host-local"; the node's CNI_PATH decides where it is`)
+	}
+	return nil
+}
+
+// PathFields are the configuration fields that name files or directories on
+// the node, as field name and value: the node policy decides where they may
+// point.
+func (n *Network) PathFields() []PathField {
+	var ipam struct {
+		DataDir string `json:"dataDir"`
+	}
+	_ = json.Unmarshal(n.RawConf["ipam"], &ipam)
+	var out []PathField
+	for _, f := range []PathField{
+		{`"logFile"`, n.Conf.LogFile},
+		{`"dataDir"`, n.Conf.DataDir},
+		{`"runtimeDir"`, n.Conf.RuntimeDir},
+		{`"ipam.dataDir"`, ipam.DataDir},
+	} {
+		if f.Value != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// PathField is one file or directory a configuration names.
+type PathField struct {
+	Field, Value string
+}
+
+// validatePaths requires the paths a configuration names to be absolute and
+// free of ".." (the node policy then says under which directories). It is
+// fatal even for DEL and GC, which also write there (logs, locks, state).
+func validatePaths(n *Network) error {
+	for _, f := range n.PathFields() {
+		if !filepath.IsAbs(f.Value) {
+			return invalid(f.Field, fmt.Sprintf("%q", f.Value), "not an absolute path", "give an absolute path, e.g. /var/log/multi-bridge.log, or omit it")
+		}
+		for _, part := range strings.Split(f.Value, "/") {
+			if part == ".." {
+				return invalid(f.Field, fmt.Sprintf("%q", f.Value), `contains ".."`, `give the path without ".." components`)
+			}
+		}
+		if strings.ContainsRune(f.Value, 0) {
+			return invalid(f.Field, fmt.Sprintf("%q", f.Value), "contains a NUL byte", "remove it")
+		}
+	}
+	return nil
+}
