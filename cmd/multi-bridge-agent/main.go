@@ -26,6 +26,7 @@ import (
 	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/health"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/install"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // Version is set at build time (-ldflags "-X main.Version=..."); the plugin
@@ -125,6 +126,7 @@ func run(args []string) error {
 		resync       = fs.Duration("resync", 30*time.Second, "period of full reconciles")
 		apiTimeout   = fs.Duration("api-timeout", 10*time.Second, "bound of one reconcile's API calls (routes are repaired from the caches meanwhile)")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
+		policyFile   = fs.String("policy", policy.DefaultPath, "the node policy; its allowedSubnets also bound NAD pools (a missing file allows any)")
 		version      = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -151,7 +153,7 @@ func run(args []string) error {
 	}
 	a, err := agent.New(agent.Options{
 		NodeName: *nodeName, Config: cfg, RuntimeDir: *runtimeDir, CNIConfDir: *confDir, CNIConfig: data,
-		NetNS: *netnsPath, Resync: *resync, APITimeout: *apiTimeout, Log: log,
+		NetNS: *netnsPath, Resync: *resync, APITimeout: *apiTimeout, Log: log, PolicyFile: *policyFile,
 	})
 	if err != nil {
 		return err

@@ -48,6 +48,7 @@ import (
 	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/routes"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/nodesubnet"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // Component is the agent's name in Events and its user agent.
@@ -67,6 +68,7 @@ const (
 	ReasonRouteConflict  = "RouteConflict"
 	ReasonBadNetwork     = "InvalidNetworkConfig"
 	ReasonBadSubnetFile  = "InvalidSubnetFile"
+	ReasonBadPolicy      = "InvalidNodePolicy"
 	// ReasonNetworkConflict: a definition of a network that contradicts
 	// the established one (another pool or size, or a pool overlapping
 	// another network's); ignored.
@@ -108,6 +110,10 @@ type Options struct {
 	APITimeout time.Duration
 	// Log receives the agent's logs; default slog.Default().
 	Log *slog.Logger
+	// PolicyFile is the node policy (policy.DefaultPath when empty); the
+	// agent applies its allowedSubnets to NAD pools, read at every
+	// reconcile.
+	PolicyFile string
 }
 
 // Agent is one node's agent.
@@ -137,6 +143,8 @@ type Agent struct {
 	held map[string]lease.Lease // network -> this node's lease
 
 	// Owned by the reconcile loop.
+	// policy is the last node policy that could be read.
+	policy     *policy.Policy
 	fileDefs   []Definition
 	confDirErr error             // the CNI conf dir could not be read: fileDefs are the last ones read
 	reported   map[string]string // problem key -> message, to emit Events on change only

@@ -2,14 +2,18 @@ package agent
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	cnitypes "github.com/containernetworking/cni/pkg/types"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 // Refusal is a network definition the agent does not use, and why. Each
@@ -145,7 +149,56 @@ func (a *Agent) networks(st State) (map[string]Network, []Refusal) {
 	if a.confDirErr != nil {
 		refused = append([]Refusal{invalidDefinition("file:"+a.opts.CNIConfDir, a.confDirErr)}, refused...)
 	}
-	return nets, refused
+	pol, err := a.nodePolicy()
+	if err != nil {
+		refused = append(refused, Refusal{Reason: ReasonBadPolicy, Key: "policy", Message: "keeping the last readable node policy: " + err.Error()})
+	}
+	return nets, append(refused, applyPolicy(pol, nets)...)
+}
+
+// nodePolicy reads the node policy, keeping the last readable one (at
+// first the default) when the file is broken: a typo must not take every
+// NAD network's routes away from the node.
+func (a *Agent) nodePolicy() (*policy.Policy, error) {
+	path := a.opts.PolicyFile
+	if path == "" {
+		path = policy.DefaultPath
+	}
+	p, err := policy.Load(path)
+	if err == nil {
+		a.policy = p
+	}
+	if a.policy == nil {
+		a.policy = policy.Default()
+	}
+	return a.policy, err
+}
+
+// applyPolicy drops the NAD networks whose pool the node policy does not
+// allow. The node's own files are the administrator's and always count.
+func applyPolicy(p *policy.Policy, nets map[string]Network) []Refusal {
+	var refused []Refusal
+	for name, n := range nets {
+		if n.FromFile() {
+			continue
+		}
+		if err := p.CheckPool(n.Pool); err != nil {
+			refused = append(refused, Refusal{Reason: ReasonBadNetwork, Key: n.Source + "#" + n.Name + "#policy",
+				Message: fmt.Sprintf("ignoring network %q of %s on this node: %v", n.Name, n.Source, cniMessage(err))})
+			delete(nets, name)
+		}
+	}
+	slices.SortFunc(refused, func(a, b Refusal) int { return strings.Compare(a.Key, b.Key) })
+	return refused
+}
+
+// cniMessage is a CNI error's message with its advice.
+func cniMessage(err error) string {
+	var e *cnitypes.Error
+	if errors.As(err, &e) && e.Details != "" {
+		return e.Msg + "; " + e.Details
+	}
+	return err.Error()
 }
 
 // gather resolves the definitions' networks. An invalid definition

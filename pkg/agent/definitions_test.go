@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 var (
@@ -272,4 +275,21 @@ func TestGatherFiles(t *testing.T) {
 func nadConf(name, pool string) string {
 	return `{"cniVersion":"1.1.0","name":"` + name + `","type":"multi-bridge","bridge":"br-` + name + `",` +
 		`"nodeSubnets":{"pool":"` + pool + `","size":24},"ipam":{"type":"host-local"}}`
+}
+
+// The node policy's allowedSubnets bound NAD pools; the node's own files
+// are the administrator's and always count.
+func TestApplyPolicy(t *testing.T) {
+	p, err := policy.Parse([]byte(`{"allowedSubnets":["10.240.0.0/16"]}`), "/etc/cni/multi-bridge/policy.json")
+	assert.NoError(t, err)
+	nets := map[string]Network{
+		"net1": nad("default/net1", t0, "net1", "10.240.16.0/20", 24),
+		"evil": nad("tenant/evil", t0, "evil", "10.96.0.0/12", 24),
+		"mgmt": file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "192.0.2.0/24", 26),
+	}
+	refused := applyPolicy(p, nets)
+	assert.Equal(t, []string{"mgmt", "net1"}, slices.Sorted(maps.Keys(nets)))
+	assert.Equal(t, []Refusal{{Reason: ReasonBadNetwork, Key: "nad:tenant/evil#evil#policy",
+		Message: `ignoring network "evil" of nad:tenant/evil on this node: "nodeSubnets.pool" 10.96.0.0/12 is not allowed by rule "allowedSubnets" of /etc/cni/multi-bridge/policy.json, which allows [10.240.0.0/16]; use a value the node policy allows, or ask the cluster's administrator to extend the policy`}}, refused)
+	assert.Empty(t, applyPolicy(policy.Default(), nets), "the default policy allows any pool")
 }

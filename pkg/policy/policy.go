@@ -249,6 +249,13 @@ func (p *Policy) CheckAddresses(ipamType string, addrs []netip.Prefix, gateways 
 	return nil
 }
 
+// CheckPool applies allowedSubnets to a network's cluster-wide pool, for
+// the node agent: it routes every other node's slices of a pool, so a NAD
+// naming a pool outside the policy must not get routes on this node.
+func (p *Policy) CheckPool(pool netip.Prefix) error {
+	return p.checkPrefix(`"nodeSubnets.pool"`, pool)
+}
+
 func (p *Policy) checkPrefix(what string, prefix netip.Prefix) error {
 	if len(p.subnets) == 0 {
 		return nil

@@ -275,3 +275,24 @@ func TestForeignSubnetFileLeftAlone(t *testing.T) {
 	assert.Equal(t, "1", metric(t, a, `multi_bridge_agent_problems{reason="PoolExhausted"}`))
 	assert.Equal(t, "1", metric(t, a, `multi_bridge_agent_problems{reason="InvalidSubnetFile"}`))
 }
+
+// TestNodePolicyBoundsNADPools: a NAD is written by namespace users, and
+// the agent routes every node's slices of its pool; a pool outside the
+// node policy's allowedSubnets (here the cluster's service range) gets no
+// lease and no route on a node with that policy.
+func TestNodePolicyBoundsNADPools(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	createNAD(t, s, "evil", "10.96.0.0/12", 24)
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	policyFile := filepath.Join(t.TempDir(), "policy.json")
+	require.NoError(t, os.WriteFile(policyFile, []byte(`{"allowedSubnets": ["10.240.0.0/16"]}`), 0o644))
+	c.start(a, "--policy", policyFile)
+	waitEvent(t, s, a.name, `Warning InvalidNetworkConfig: ignoring network "evil" of nad:default/evil on this node: "nodeSubnets.pool" 10.96.0.0/12 `+
+		`is not allowed by rule "allowedSubnets" of `+policyFile+`, which allows [10.240.0.0/16]; use a value the node policy allows, or ask the cluster's administrator to extend the policy`)
+	eventually(t, converge, "net1 leased", func() (bool, string) { return slicesFile(t, a, "net1") != "", "no slice file" })
+	assert.Equal(t, "", slicesFile(t, a, "evil"))
+	assert.Empty(t, leaseIDs(t, s, "evil"))
+	assert.Equal(t, "1", metric(t, a, "multi_bridge_agent_networks"))
+}

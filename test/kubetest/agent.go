@@ -61,7 +61,11 @@ type Agent struct {
 
 // StartAgent starts an agent process.
 func StartAgent(o AgentOptions) (*Agent, error) {
-	args := []string{"--node-name", o.Node, "--kubeconfig", o.Kubeconfig, "--runtime-dir", o.RuntimeDir, "--log-level", "debug"}
+	// The machine's own node policy (if any) must not change the tests:
+	// by default the agent reads a policy file that does not exist
+	// (ExtraArgs may name another; the last --policy counts).
+	args := []string{"--node-name", o.Node, "--kubeconfig", o.Kubeconfig, "--runtime-dir", o.RuntimeDir, "--log-level", "debug",
+		"--policy", filepath.Join(o.RuntimeDir, "no-node-policy.json")}
 	if o.NetNS != "" {
 		args = append(args, "--netns", o.NetNS)
 	}
