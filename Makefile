@@ -15,7 +15,7 @@ LDFLAGS         := -X main.Version=$(VERSION)
 
 export GOFLAGS  := -buildvcs=false
 
-.PHONY: all build deps ipam-plugins cnitool demo test test-unit test-integration vet fmt fuzz clean
+.PHONY: all build deps ipam-plugins cnitool demo test test-unit test-integration vet fmt fuzz clean bench reference-plugins
 
 all: build
 
@@ -87,6 +87,44 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# ---------------------------------------------------------------------------
+# Performance against the reference chain (BENCHMARKS.md): bridge + sbr
+# (+ host-local) of containernetworking/plugins v1.10.0, in bin/reference,
+# and cnitool v1.3.0 there too (the issue's measurements used it; the
+# benchmark drives both through libcni). `sudo make bench` runs everything
+# in throwaway namespaces and rewrites the results block of BENCHMARKS.md.
+# Quick run: `sudo make bench BENCH_PODS=100 BENCH_PARALLEL=50 BENCH_SAMPLES=20`.
+# Micro-benchmarks without root: `make bench-go`.
+# ---------------------------------------------------------------------------
+REFERENCE_BIN          := $(BIN)/reference
+REFERENCE_CNITOOL      := v1.3.0
+BENCH_PODS            ?= 1000
+BENCH_PARALLEL        ?= 200
+BENCH_SAMPLES         ?= 100
+BENCH_PARALLEL_ROUNDS ?= 2
+BENCH_OUT             ?= BENCHMARKS.md
+
+reference-plugins: $(REFERENCE_BIN)/.reference-$(PLUGINS_VERSION)
+$(REFERENCE_BIN)/.reference-$(PLUGINS_VERSION):
+	@mkdir -p $(REFERENCE_BIN)
+	GOBIN=$(REFERENCE_BIN) $(GO) install \
+		github.com/containernetworking/plugins/plugins/main/bridge@$(PLUGINS_VERSION) \
+		github.com/containernetworking/plugins/plugins/meta/sbr@$(PLUGINS_VERSION) \
+		github.com/containernetworking/plugins/plugins/ipam/host-local@$(PLUGINS_VERSION)
+	GOBIN=$(REFERENCE_BIN) $(GO) install github.com/containernetworking/cni/cnitool@$(REFERENCE_CNITOOL)
+	@touch $@
+
+bench: deps build ipam-plugins reference-plugins
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/bench ./test/bench
+	$(BIN)/bench -plugin-dir $(CNI_BIN) -reference-dir $(REFERENCE_BIN) \
+		-pods $(BENCH_PODS) -parallel $(BENCH_PARALLEL) -samples $(BENCH_SAMPLES) \
+		-parallel-rounds $(BENCH_PARALLEL_ROUNDS) -out $(BENCH_OUT) -version '$(VERSION)' \
+		-command 'sudo make bench BENCH_PODS=$(BENCH_PODS) BENCH_PARALLEL=$(BENCH_PARALLEL) BENCH_SAMPLES=$(BENCH_SAMPLES) BENCH_PARALLEL_ROUNDS=$(BENCH_PARALLEL_ROUNDS)'
+
+.PHONY: bench-go
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/config ./pkg/rules
 
 # The container image (images/Dockerfile): the agent and the plugin it
 # installs. Needs a container engine; says so when there is none.
