@@ -91,6 +91,17 @@ func Ensure(s Spec) (*netlink.Bridge, error) {
 	return lookup(s.Name)
 }
 
+// Ready returns the bridge of s when it needs nothing from Ensure: it
+// exists, is up, and is promiscuous if asked. Ensure made it so; a bridge
+// someone else made is used as it is, as Ensure would.
+func Ready(s Spec) (*netlink.Bridge, bool) {
+	br, err := lookup(s.Name)
+	if err != nil || br.Flags&net.FlagUp == 0 || (s.Promisc && br.Promisc == 0) {
+		return nil, false
+	}
+	return br, true
+}
+
 func lookup(name string) (*netlink.Bridge, error) {
 	l, err := netlinksafe.LinkByName(name)
 	if err != nil {
@@ -183,7 +194,7 @@ func NetworkLock(runtimeDir, network string) (unlock func(), err error) {
 // attachmentLockBuckets bounds the attachment lock files: attachments hash
 // onto these, so the files never accumulate; two attachments sharing a
 // bucket only wait for each other.
-const attachmentLockBuckets = 64
+const attachmentLockBuckets = 1024
 
 // AttachmentLock orders the operations on one attachment (ADD, DEL, GC's
 // teardown of it). The returned file holds the lock: handed to a child
@@ -195,7 +206,7 @@ func AttachmentLock(runtimeDir, network, containerID, ifName string) (*os.File, 
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(network + "/" + containerID + "/" + ifName))
 	bucket := h.Sum32() % attachmentLockBuckets
-	return lockFile(filepath.Join(runtimeDir, "attachments", fmt.Sprintf("%02d.lock", bucket)))
+	return lockFile(filepath.Join(runtimeDir, "attachments", fmt.Sprintf("%04d.lock", bucket)))
 }
 
 // lockFile opens path and takes an exclusive flock on it; closing the file

@@ -336,12 +336,20 @@ func (a *addition) steps() []step {
 
 func (a *addition) ensureBridge(context.Context) error {
 	n := a.c.net
+	spec := bridge.Spec{Name: n.Bridge, MTU: n.Conf.MTU, Promisc: n.Conf.PromiscMode}
+	// Every ADD after a bridge's first finds it ready: no lock then, which
+	// all ADDs of the bridge would queue on (a holder preempted among 200
+	// plugin processes on two CPUs holds up every one of them).
+	if br, ok := bridge.Ready(spec); ok {
+		a.br = br
+		return nil
+	}
 	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	a.br, err = bridge.Ensure(bridge.Spec{Name: n.Bridge, MTU: n.Conf.MTU, Promisc: n.Conf.PromiscMode})
+	a.br, err = bridge.Ensure(spec)
 	return err
 }
 
@@ -659,17 +667,23 @@ func (a *addition) removeRules(context.Context) error {
 
 func (a *addition) ensureMasquerade(ctx context.Context) error {
 	n := a.c.net
-	backend, err := a.p.opts.Masquerade(n.MasqMode)
-	if err != nil {
-		return err
-	}
-	a.masq = backend
 	unlock, err := bridge.NetworkLock(n.RuntimeDir(), n.Conf.Name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	a.masqChanged, err = backend.Ensure(ctx, n.Conf.Name, masq.Plan(subnetsOf(a.ipam), n.Pool))
+	plan := masq.Plan(subnetsOf(a.ipam), n.Pool)
+	// Under the lock, so a DEL of the network's last other attachment
+	// cannot remove the rules between this look and the pod's use of them.
+	if n.MasqMode != "iptables" && masq.Present(n.Conf.Name, plan) {
+		return nil
+	}
+	backend, err := a.p.opts.Masquerade(n.MasqMode)
+	if err != nil {
+		return err
+	}
+	a.masq = backend
+	a.masqChanged, err = backend.Ensure(ctx, n.Conf.Name, plan)
 	return err
 }
 

@@ -20,10 +20,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +33,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 type options struct {
@@ -89,6 +93,13 @@ func run(o options) int {
 	tmp, err := os.MkdirTemp("", "multi-bridge-bench-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	// The plugin keeps its files under this run's directory, which the
+	// default node policy does not allow: a policy of its own does.
+	if err := allowDirectory(tmp); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		_ = os.RemoveAll(tmp)
 		return 1
 	}
 	nss := newNamespaces()
@@ -451,4 +462,18 @@ func absPath(p string) string {
 		return p
 	}
 	return wd + "/" + p
+}
+
+// allowDirectory points the plugins this process runs at a node policy that
+// allows dir for their state, locks and logs.
+func allowDirectory(dir string) error {
+	path := filepath.Join(dir, "policy.json")
+	doc, err := json.Marshal(map[string]any{"allowedDirectories": []string{dir}})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, doc, 0o644); err != nil {
+		return err
+	}
+	return os.Setenv(policy.PathEnv, path)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/multi-bridge-cni/multi-bridge/pkg/plugin"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
 type step struct {
@@ -36,13 +37,13 @@ func main() {
 	start := time.Now()
 	dir := os.Getenv("MB_TRACE_DIR")
 	if dir == "" {
-		skel.PluginMainFuncs(plugin.New(plugin.Options{}).Funcs(), version.All, "multi-bridge CNI plugin (traced)")
+		skel.PluginMainFuncs(plugin.New(plugin.Options{PolicyFile: os.Getenv(policy.PathEnv)}).Funcs(), version.All, "multi-bridge CNI plugin (traced)")
 		return
 	}
 	var mu sync.Mutex
 	var steps []step
 	since := func() float64 { return float64(time.Since(start).Microseconds()) / 1000 }
-	opts := plugin.Options{AfterStep: func(name string) error {
+	opts := plugin.Options{PolicyFile: os.Getenv(policy.PathEnv), AfterStep: func(name string) error {
 		mu.Lock()
 		steps = append(steps, step{name, since()})
 		mu.Unlock()
