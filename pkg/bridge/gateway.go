@@ -103,34 +103,39 @@ func CheckOverlap(bridgeName string, subnets []netip.Prefix) error {
 	if len(subnets) == 0 {
 		return nil
 	}
-	links, err := netlinksafe.LinkList()
-	if err != nil {
-		return fmt.Errorf("listing the node's interfaces: %w", err)
+	own := 0
+	if l, err := netlinksafe.LinkByName(bridgeName); err == nil {
+		own = l.Attrs().Index
 	}
-	for _, l := range links {
-		if l.Attrs().Name == bridgeName {
+	// One dump of every address on the node: a node with a thousand pods
+	// has a thousand veths, and a round trip per link would cost an ADD
+	// tens of milliseconds.
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("listing the node's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if a.LinkIndex == own {
 			continue
 		}
-		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
-		if err != nil {
-			return fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
 		}
-		for _, a := range addrs {
-			ip, ok := netip.AddrFromSlice(a.IP)
-			if !ok {
+		ones, _ := a.Mask.Size()
+		theirs := netip.PrefixFrom(ip.Unmap(), ones)
+		for _, s := range subnets {
+			if !s.Overlaps(theirs) {
 				continue
 			}
-			ones, _ := a.Mask.Size()
-			theirs := netip.PrefixFrom(ip.Unmap(), ones)
-			for _, s := range subnets {
-				if s.Overlaps(theirs) {
-					kind := "interface"
-					if l.Type() == "bridge" {
-						kind = "bridge"
-					}
-					return fmt.Errorf("subnet %s of bridge %q overlaps %s on %s %q", s, bridgeName, theirs, kind, l.Attrs().Name)
+			kind, name := "interface", fmt.Sprintf("#%d", a.LinkIndex)
+			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				name = l.Attrs().Name
+				if l.Type() == "bridge" {
+					kind = "bridge"
 				}
 			}
+			return fmt.Errorf("subnet %s of bridge %q overlaps %s on %s %q", s, bridgeName, theirs, kind, name)
 		}
 	}
 	return nil

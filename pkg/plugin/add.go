@@ -68,7 +68,7 @@ func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
 	if err := runSteps(ctx, c.log, a.steps(), p.opts.AfterStep); err != nil {
 		return nil, err
 	}
-	c.log.Info("ADD done", "addresses", a.addressList(), "table", a.choice.Table, "priority", a.choice.Priority, "repeat", a.prior != nil)
+	c.log.Info("ADD done", "addresses", a.addressList(), "table", a.choice.Table, "priority", a.choice.Priority, "repeat", a.prior != nil, "elapsed", c.elapsed())
 	return resultForVersion(a.result, c.net.ResultVersion())
 }
 

@@ -67,7 +67,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		c.log.Error("DEL failed", "error", err)
 		return err
 	}
-	c.log.Info("DEL done", "podNetnsOpen", pod != nil)
+	c.log.Info("DEL done", "podNetnsOpen", pod != nil, "elapsed", c.elapsed())
 	return nil
 }
 
@@ -130,6 +130,13 @@ func (c *call) openPodChecked(path string) (*netlinksafe.Handle, func(), error) 
 // The caller holds the attachment's lock.
 func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *netlinksafe.Handle, ipamArgs *invoke.Args) error {
 	var errs []error
+	release := c.startRelease(ctx, ref, ipamArgs)
+	if !releasesWithoutInterface(c.net.Conf.IPAM.Type) {
+		// An IPAM plugin of another kind (dhcp) may need the interface to
+		// release its lease: done before the interface goes, as the
+		// reference bridge plugin does.
+		release.wait()
+	}
 	if pod != nil {
 		link, owned, err := podif.Owned(pod, ref.IfName, podif.Marker(c.net.Conf.Name, ref.ContainerID))
 		if err != nil {
@@ -158,20 +165,16 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 	if err := bridge.DetachByName(bridge.HostVethName(ref.ContainerID, ref.IfName)); err != nil {
 		errs = append(errs, err)
 	}
+	c.log.Debug("interfaces removed", "elapsed", c.elapsed())
 	if c.net.Layer3 {
-		conf, err := c.ipamConf(ref.Slice)
-		var cniErr *types.Error
-		if errors.As(err, &cniErr) && cniErr.Code == types.ErrTryAgainLater && !ref.Slice.IsValid() {
+		nothingLeased, err := release.wait()
+		c.log.Debug("IPAM release done", "elapsed", c.elapsed())
+		if nothingLeased {
 			// No slice on this node and none recorded: no ADD can have
 			// allocated anything for this attachment.
 			c.log.Info("no node slice recorded or leased; nothing to release in IPAM")
 			err = store.New(c.net.DataDir(), c.net.Conf.Name).Delete(ref.ContainerID, ref.IfName)
 			return joinCNI(append(errs, err))
-		}
-		if err == nil {
-			a := *ipamArgs
-			a.ContainerID, a.IfName, a.NetNS = ref.ContainerID, ref.IfName, ref.Netns
-			_, err = c.runIPAM(ctx, "DEL", conf, &a)
 		}
 		if err != nil {
 			// Keep the record: a later DEL or GC retries the release.
@@ -183,6 +186,59 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 		errs = append(errs, err)
 	}
 	return joinCNI(errs)
+}
+
+// releasesWithoutInterface: IPAM plugins that keep their reservations in
+// files and need nothing of the pod to release them.
+func releasesWithoutInterface(ipamType string) bool {
+	return ipamType == "host-local" || ipamType == "static"
+}
+
+// release is the IPAM plugin's DEL of one attachment, running while the
+// interfaces are deleted: deleting a veth waits for the kernel's RCU grace
+// periods (about 15 ms, half of a DEL), time the IPAM plugin's process can
+// use. The address may be handed out again a few milliseconds before the
+// old interface is gone, as with the reference bridge plugin, which
+// releases it first.
+type release struct {
+	done          chan struct{}
+	nothingLeased bool
+	err           error
+}
+
+// startRelease starts the IPAM release of ref (nothing for a layer-2
+// network).
+func (c *call) startRelease(ctx context.Context, ref attachmentRef, ipamArgs *invoke.Args) *release {
+	r := &release{done: make(chan struct{})}
+	if !c.net.Layer3 {
+		close(r.done)
+		return r
+	}
+	conf, err := c.ipamConf(ref.Slice)
+	var cniErr *types.Error
+	if errors.As(err, &cniErr) && cniErr.Code == types.ErrTryAgainLater && !ref.Slice.IsValid() {
+		r.nothingLeased = true
+		close(r.done)
+		return r
+	}
+	if err != nil {
+		r.err = err
+		close(r.done)
+		return r
+	}
+	a := *ipamArgs
+	a.ContainerID, a.IfName, a.NetNS = ref.ContainerID, ref.IfName, ref.Netns
+	go func() {
+		defer close(r.done)
+		_, r.err = c.runIPAM(ctx, "DEL", conf, &a)
+	}()
+	return r
+}
+
+// wait returns the outcome of the release.
+func (r *release) wait() (nothingLeased bool, err error) {
+	<-r.done
+	return r.nothingLeased, r.err
 }
 
 // joinCNI joins errors into one CNI error, keeping the code and details of

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -127,6 +128,8 @@ type call struct {
 	done func()
 	// policy is the node policy this call runs under.
 	policy *policy.Policy
+	// start is when the call began, for the durations in its logs.
+	start time.Time
 	// hold is the lock of the attachment being worked on, if any; the IPAM
 	// plugin inherits it.
 	hold *os.File
@@ -148,7 +151,13 @@ func (c *call) lockAttachment(containerID, ifName string) (func(), error) {
 	return func() { c.hold = nil; _ = f.Close() }, nil
 }
 
+// elapsed is the time since the call began, rounded for logs.
+func (c *call) elapsed() time.Duration {
+	return time.Since(c.start).Round(10 * time.Microsecond)
+}
+
 func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
+	start := time.Now()
 	// Tearing down must work with a configuration or CNI_ARGS that ADD
 	// would refuse now, or the attachment's addresses stay reserved.
 	teardown := verb == "DEL" || verb == "GC"
@@ -186,7 +195,8 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
 	if policyErr != nil {
 		log.Error("tearing down under the default node policy", "problem", policyErr)
 	}
-	return &call{p: p, net: n, args: args, log: log, done: done, policy: pol}, nil
+	log.Debug("configuration loaded", "elapsed", time.Since(start).Round(10*time.Microsecond))
+	return &call{p: p, net: n, args: args, log: log, done: done, policy: pol, start: start}, nil
 }
 
 // ipamConf is the IPAM plugin's configuration for this call. For a network
