@@ -107,12 +107,17 @@ func CheckOverlap(bridgeName string, subnets []netip.Prefix) error {
 	if l, err := netlinksafe.LinkByName(bridgeName); err == nil {
 		own = l.Attrs().Index
 	}
-	// One dump of every address on the node: a node with a thousand pods
-	// has a thousand veths, and a round trip per link would cost an ADD
-	// tens of milliseconds.
-	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return fmt.Errorf("listing the node's addresses: %w", err)
+	// One dump per family the subnets use: a node with a thousand pods has
+	// a thousand veths, each with an IPv6 link-local address, and a round
+	// trip per link (or an IPv6 dump for an IPv4 subnet) would cost every
+	// ADD milliseconds.
+	var addrs []netlink.Addr
+	for _, family := range families(subnets) {
+		got, err := netlinksafe.AddrList(nil, family)
+		if err != nil {
+			return fmt.Errorf("listing the node's addresses: %w", err)
+		}
+		addrs = append(addrs, got...)
 	}
 	for _, a := range addrs {
 		if a.LinkIndex == own {
@@ -139,4 +144,42 @@ func CheckOverlap(bridgeName string, subnets []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+func families(subnets []netip.Prefix) []int {
+	var v4, v6 bool
+	for _, s := range subnets {
+		v4, v6 = v4 || s.Addr().Is4(), v6 || s.Addr().Is6()
+	}
+	var out []int
+	if v4 {
+		out = append(out, netlink.FAMILY_V4)
+	}
+	if v6 {
+		out = append(out, netlink.FAMILY_V6)
+	}
+	return out
+}
+
+// MissingGateways are the gateways not yet on the bridge.
+func MissingGateways(br *netlink.Bridge, gateways []*net.IPNet) ([]*net.IPNet, error) {
+	addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses of %s: %w", br.Name, err)
+	}
+	var missing []*net.IPNet
+	for _, gw := range gateways {
+		ones, _ := gw.Mask.Size()
+		found := false
+		for _, a := range addrs {
+			if aOnes, _ := a.Mask.Size(); a.IP.Equal(gw.IP) && aOnes == ones {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, gw)
+		}
+	}
+	return missing, nil
 }

@@ -526,13 +526,27 @@ func (a *addition) podSysctl(key, value string) error {
 
 func (a *addition) ensureGateway(context.Context) error {
 	n := a.c.net
+	// Every pod after a network's first on the node finds its gateways in
+	// place: nothing to check or add then, and no lock. (A gateway is only
+	// taken back by the rollback of the ADD that added it, and only while
+	// no port is on the bridge; this pod's veth already is.)
+	missing, err := bridge.MissingGateways(a.br, gatewayNets(a.ipam))
+	if err != nil {
+		return err
+	}
+	if len(missing) == 0 {
+		return ip.EnableForward(a.ipam.IPs)
+	}
 	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if missing, err = bridge.MissingGateways(a.br, missing); err != nil {
+		return err
+	}
 	var subnets []netip.Prefix
-	for _, g := range gatewayNets(a.ipam) {
+	for _, g := range missing {
 		if ip, ok := netip.AddrFromSlice(g.IP); ok {
 			ones, _ := g.Mask.Size()
 			subnets = append(subnets, netip.PrefixFrom(ip.Unmap(), ones).Masked())
@@ -541,7 +555,7 @@ func (a *addition) ensureGateway(context.Context) error {
 	if err := a.checkOverlap(subnets); err != nil {
 		return err
 	}
-	a.addedGateways, err = bridge.EnsureGateways(a.br, gatewayNets(a.ipam), n.Conf.ForceAddress)
+	a.addedGateways, err = bridge.EnsureGateways(a.br, missing, n.Conf.ForceAddress)
 	if err != nil {
 		return err
 	}
