@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/routes"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
@@ -153,7 +155,14 @@ func (a *Agent) networks(st State) (map[string]Network, []Refusal) {
 	if err != nil {
 		refused = append(refused, Refusal{Reason: ReasonBadPolicy, Key: "policy", Message: "keeping the last readable node policy: " + err.Error()})
 	}
-	return nets, append(refused, applyPolicy(pol, nets)...)
+	foreign, err := a.kernel.Foreign()
+	if err != nil {
+		// Without knowing the node's own networks no NAD pool can be
+		// judged safe: serve the node's files only, until the next try.
+		refused = append(refused, Refusal{Reason: ReasonBadNetwork, Key: "foreign", Message: "cannot read the node's addresses and routes: " + err.Error()})
+		foreign.Addresses = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	}
+	return nets, append(refused, applyPolicy(pol, nets, foreign)...)
 }
 
 // nodePolicy reads the node policy, keeping the last readable one (at
@@ -175,21 +184,61 @@ func (a *Agent) nodePolicy() (*policy.Policy, error) {
 }
 
 // applyPolicy drops the NAD networks whose pool the node policy does not
-// allow. The node's own files are the administrator's and always count.
-func applyPolicy(p *policy.Policy, nets map[string]Network) []Refusal {
+// allow, or that would take traffic from the node's own networks, unless
+// the policy's allowedSubnets name the pool:
+//
+//   - a pool overlapping an address of the node (its LAN inside the pool,
+//     or the pool inside its LAN): the agent would route slices of it to
+//     other nodes;
+//   - a pool inside a route of the node (a range its uplink reaches), or
+//     containing such a route wider than one slice: slices would take parts
+//     of that range over. A route of one slice or narrower is the route
+//     reconciler's business: it reports the slice (RouteConflict) and leaves
+//     the route alone.
+//
+// The node's own files are the administrator's and always count.
+func applyPolicy(p *policy.Policy, nets map[string]Network, foreign routes.Foreign) []Refusal {
 	var refused []Refusal
-	for name, n := range nets {
+	refuse := func(n Network, key, why string) {
+		refused = append(refused, Refusal{Reason: ReasonBadNetwork, Key: n.Source + "#" + n.Name + "#" + key,
+			Message: fmt.Sprintf("ignoring network %q of %s on this node: %s", n.Name, n.Source, why)})
+		delete(nets, n.Name)
+	}
+	for _, n := range nets {
 		if n.FromFile() {
 			continue
 		}
 		if err := p.CheckPool(n.Pool); err != nil {
-			refused = append(refused, Refusal{Reason: ReasonBadNetwork, Key: n.Source + "#" + n.Name + "#policy",
-				Message: fmt.Sprintf("ignoring network %q of %s on this node: %v", n.Name, n.Source, cniMessage(err))})
-			delete(nets, name)
+			refuse(n, "policy", cniMessage(err))
+			continue
+		}
+		if p.Sanctions(n.Pool) {
+			continue
+		}
+		if clash, ok := takesOver(n, foreign); ok {
+			refuse(n, "foreign", fmt.Sprintf("its pool %s overlaps %s, which this node reaches outside multi-bridge; "+
+				"give the network a pool of its own, or list the pool in the node policy's allowedSubnets", n.Pool, clash))
 		}
 	}
 	slices.SortFunc(refused, func(a, b Refusal) int { return strings.Compare(a.Key, b.Key) })
 	return refused
+}
+
+// takesOver is the first of the node's own prefixes n's slices would take
+// traffic from (applyPolicy).
+func takesOver(n Network, foreign routes.Foreign) (netip.Prefix, bool) {
+	if i := slices.IndexFunc(foreign.Addresses, n.Pool.Overlaps); i >= 0 {
+		return foreign.Addresses[i], true
+	}
+	for _, r := range foreign.Routes {
+		switch {
+		case r.Bits() <= n.Pool.Bits() && r.Contains(n.Pool.Addr()):
+			return r, true
+		case r.Bits() > n.Pool.Bits() && n.Pool.Contains(r.Addr()) && (n.FromNodePodCIDR || r.Bits() < n.Size):
+			return r, true
+		}
+	}
+	return netip.Prefix{}, false
 }
 
 // cniMessage is a CNI error's message with its advice.

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/routes"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/policy"
 )
 
@@ -287,9 +289,46 @@ func TestApplyPolicy(t *testing.T) {
 		"evil": nad("tenant/evil", t0, "evil", "10.96.0.0/12", 24),
 		"mgmt": file("file:/etc/cni/net.d/00-mgmt.conf", "mgmt", "192.0.2.0/24", 26),
 	}
-	refused := applyPolicy(p, nets)
+	refused := applyPolicy(p, nets, routes.Foreign{})
 	assert.Equal(t, []string{"mgmt", "net1"}, slices.Sorted(maps.Keys(nets)))
 	assert.Equal(t, []Refusal{{Reason: ReasonBadNetwork, Key: "nad:tenant/evil#evil#policy",
 		Message: `ignoring network "evil" of nad:tenant/evil on this node: "nodeSubnets.pool" 10.96.0.0/12 is not allowed by rule "allowedSubnets" of /etc/cni/multi-bridge/policy.json, which allows [10.240.0.0/16]; use a value the node policy allows, or ask the cluster's administrator to extend the policy`}}, refused)
-	assert.Empty(t, applyPolicy(policy.Default(), nets), "the default policy allows any pool")
+	assert.Empty(t, applyPolicy(policy.Default(), nets, routes.Foreign{}), "the default policy allows any pool")
+}
+
+// A NAD pool overlapping what the node reaches otherwise (its LAN, a route
+// of its uplink, the default route's address space through a /0 pool) is
+// not routed, unless the policy names it.
+func TestApplyPolicyRefusesPoolsOverTheNodesNetworks(t *testing.T) {
+	foreign := routes.Foreign{
+		Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+		Routes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("10.240.17.0/24"),
+			netip.MustParsePrefix("10.250.0.0/16")},
+	}
+	nets := map[string]Network{
+		"net1":  nad("default/net1", t0, "net1", "10.240.16.0/20", 24), // a route of one slice: RouteConflict's business
+		"all":   nad("tenant/all", t0, "all", "0.0.0.0/0", 1),
+		"lan":   nad("tenant/lan", t0, "lan", "192.0.2.0/25", 26),
+		"route": nad("tenant/route", t0, "route", "203.0.113.128/25", 26),
+		"wide":  nad("tenant/wide", t0, "wide", "10.250.0.0/15", 24), // contains a route of many slices
+		"mgmt":  file("--cni-config", "mgmt", "198.51.100.0/24", 26),
+	}
+	refused := applyPolicy(policy.Default(), nets, foreign)
+	assert.Equal(t, []string{"mgmt", "net1"}, slices.Sorted(maps.Keys(nets)))
+	var msgs []string
+	for _, r := range refused {
+		msgs = append(msgs, r.Message)
+	}
+	assert.Equal(t, []string{
+		`ignoring network "all" of nad:tenant/all on this node: its pool 0.0.0.0/0 overlaps 192.0.2.0/24, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "lan" of nad:tenant/lan on this node: its pool 192.0.2.0/25 overlaps 192.0.2.0/24, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "route" of nad:tenant/route on this node: its pool 203.0.113.128/25 overlaps 203.0.113.0/24, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "wide" of nad:tenant/wide on this node: its pool 10.250.0.0/15 overlaps 10.250.0.0/16, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+	}, msgs)
+
+	sanctioned, err := policy.Parse([]byte(`{"allowedSubnets":["203.0.113.0/24","10.240.0.0/16"]}`), "p.json")
+	assert.NoError(t, err)
+	nets = map[string]Network{"route": nad("tenant/route", t0, "route", "203.0.113.128/25", 26)}
+	assert.Empty(t, applyPolicy(sanctioned, nets, foreign), "the administrator named the pool")
+	assert.Len(t, nets, 1)
 }

@@ -34,24 +34,25 @@ type Spec struct {
 }
 
 // Ensure returns the network's bridge, creating it if absent and bringing it
-// up. It never deletes or re-creates a bridge: other pods may use it.
-func Ensure(s Spec) (*netlink.Bridge, error) {
-	br, err := lookup(s.Name)
+// up, and whether this call created it. It never deletes or re-creates a
+// bridge: other pods may use it.
+func Ensure(s Spec) (br *netlink.Bridge, created bool, err error) {
+	br, err = lookup(s.Name)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = s.Name
 		attrs.MTU = s.MTU
 		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs})
 		if err != nil && !errors.Is(err, syscall.EEXIST) {
-			return nil, fmt.Errorf("creating bridge %q: %w", s.Name, err)
+			return nil, false, fmt.Errorf("creating bridge %q: %w", s.Name, err)
 		}
 		// EEXIST: a concurrent ADD created it first; use theirs.
-		created := err == nil
+		created = err == nil
 		br, err = lookup(s.Name)
 		if err == nil && created {
 			// The kernel ignores an alias given at creation.
 			if err := netlink.LinkSetAlias(br, Marker); err != nil {
-				return nil, fmt.Errorf("marking bridge %q as multi-bridge's: %w", s.Name, err)
+				return nil, created, fmt.Errorf("marking bridge %q as multi-bridge's: %w", s.Name, err)
 			}
 			br.Alias = Marker
 		}
@@ -64,11 +65,11 @@ func Ensure(s Spec) (*netlink.Bridge, error) {
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, created, err
 	}
 	if s.Promisc && br.Promisc == 0 {
 		if err := netlink.SetPromiscOn(br); err != nil {
-			return nil, fmt.Errorf("setting bridge %q promiscuous: %w", s.Name, err)
+			return nil, created, fmt.Errorf("setting bridge %q promiscuous: %w", s.Name, err)
 		}
 	}
 	// The node routes the bridge's subnets itself; router advertisements
@@ -85,10 +86,42 @@ func Ensure(s Spec) (*netlink.Bridge, error) {
 	}
 	if br.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
-			return nil, fmt.Errorf("bringing bridge %q up: %w", s.Name, err)
+			return nil, created, fmt.Errorf("bringing bridge %q up: %w", s.Name, err)
 		}
 	}
-	return lookup(s.Name)
+	br, err = lookup(s.Name)
+	return br, created, err
+}
+
+// RemoveIfUnused deletes a bridge this ADD created when nothing came to use
+// it: no port and no address of its own (a failed first ADD of a network
+// must not leave bridges behind; a concurrent ADD that attached a pod or a
+// gateway keeps it). The caller holds the bridge's lock.
+func RemoveIfUnused(name string) error {
+	br, err := lookup(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil
+	}
+	if err != nil || !CreatedByUs(br) {
+		return err
+	}
+	busy, err := HasPorts(br, "")
+	if err != nil || busy {
+		return err
+	}
+	addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() {
+			return nil
+		}
+	}
+	if err := netlink.LinkDel(br); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+		return fmt.Errorf("removing bridge %q: %w", name, err)
+	}
+	return nil
 }
 
 // Ready returns the bridge of s when it needs nothing from Ensure: it
@@ -141,8 +174,9 @@ func existing(name string) (*netlink.Bridge, error) {
 }
 
 // CheckSpec reports why s cannot be served, before anything is changed: the
-// name belongs to another kind of interface, or the pod's MTU is above the
-// existing bridge's (frames the bridge would drop).
+// name belongs to another kind of interface, the pod's MTU is above the
+// existing bridge's (frames the bridge would drop), or the bridge is someone
+// else's and would be made promiscuous.
 func CheckSpec(s Spec) error {
 	br, err := existing(s.Name)
 	if err != nil || br == nil {
@@ -150,6 +184,9 @@ func CheckSpec(s Spec) error {
 	}
 	if s.MTU > br.MTU {
 		return fmt.Errorf("MTU %d is above the MTU %d of the existing bridge %q", s.MTU, br.MTU, s.Name)
+	}
+	if s.Promisc && br.Promisc == 0 && !CreatedByUs(br) {
+		return fmt.Errorf("promiscMode would change the existing bridge %q, which multi-bridge did not create", s.Name)
 	}
 	return nil
 }

@@ -45,10 +45,10 @@ func ensureGateway(link *netlink.Bridge, gw *net.IPNet, force bool) (bool, error
 		}
 		if a.Contains(gw.IP) || gw.Contains(a.IP) {
 			if !force {
-				return false, fmt.Errorf("%s already has %s, not the gateway %s of this network; set \"forceAddress\": true to replace it, or fix the gateway", link.Attrs().Name, a.IPNet, gw)
+				return false, AddressConflict("%s already has %s, not the gateway %s of this network; set \"forceAddress\": true to replace it, or fix the gateway", link.Attrs().Name, a.IPNet, gw)
 			}
 			if !CreatedByUs(link) {
-				return false, fmt.Errorf("%s already has %s, not the gateway %s of this network, and forceAddress only replaces addresses on bridges multi-bridge created; remove the address by hand or use another bridge", link.Attrs().Name, a.IPNet, gw)
+				return false, AddressConflict("%s already has %s, not the gateway %s of this network, and forceAddress only replaces addresses on bridges multi-bridge created; remove the address by hand or use another bridge", link.Attrs().Name, a.IPNet, gw)
 			}
 			if err := netlink.AddrDel(link, &a); err != nil {
 				return false, fmt.Errorf("removing %s from %s: %w", a.IPNet, link.Attrs().Name, err)
@@ -65,6 +65,17 @@ func ensureGateway(link *netlink.Bridge, gw *net.IPNet, force bool) (bool, error
 		return false, fmt.Errorf("adding gateway %s to %s: %w", gw, link.Attrs().Name, err)
 	}
 	return true, nil
+}
+
+// AddressConflictError is a gateway that would clash with an address the
+// bridge already has: the network's configuration must change.
+type AddressConflictError struct{ msg string }
+
+func (e *AddressConflictError) Error() string { return e.msg }
+
+// AddressConflict formats an AddressConflictError.
+func AddressConflict(format string, args ...any) error {
+	return &AddressConflictError{msg: fmt.Sprintf(format, args...)}
 }
 
 // RemoveGateways takes addresses off link, ignoring those already gone.
@@ -182,4 +193,51 @@ func MissingGateways(br *netlink.Bridge, gateways []*net.IPNet) ([]*net.IPNet, e
 		}
 	}
 	return missing, nil
+}
+
+// RoutedElsewhere refuses to put subnets on the bridge named bridgeName when
+// the node routes part of them elsewhere (a route of the main table other
+// than the default route, not on this bridge and not one of the node agent's
+// routes to other nodes' slices): the bridge's connected route would take
+// that traffic over, and a pod could answer for addresses the node reaches
+// through its uplink.
+func RoutedElsewhere(bridgeName string, subnets []netip.Prefix, agentProtocol int) error {
+	own := 0
+	if l, err := netlinksafe.LinkByName(bridgeName); err == nil {
+		own = l.Attrs().Index
+	}
+	for _, family := range families(subnets) {
+		routes, err := netlinksafe.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("listing the node's routes: %w", err)
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.LinkIndex == own || int(r.Protocol) == agentProtocol {
+				continue
+			}
+			ones, _ := r.Dst.Mask.Size()
+			ip, ok := netip.AddrFromSlice(r.Dst.IP)
+			if !ok || ones == 0 {
+				continue
+			}
+			theirs := netip.PrefixFrom(ip.Unmap(), ones)
+			for _, s := range subnets {
+				if s.Overlaps(theirs) {
+					return fmt.Errorf("subnet %s of bridge %q overlaps the node's route to %s%s", s, bridgeName, theirs, describeRoute(r))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func describeRoute(r netlink.Route) string {
+	out := ""
+	if r.Gw != nil {
+		out += " via " + r.Gw.String()
+	}
+	if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+		out += " dev " + l.Attrs().Name
+	}
+	return out
 }

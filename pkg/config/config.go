@@ -208,6 +208,9 @@ func load(stdin []byte, cniArgs string, lenient bool) (*Network, []error, error)
 			"network configuration is not a JSON object: "+err.Error(),
 			"pass the NetworkAttachmentDefinition's spec.config (a JSON object) on stdin")
 	}
+	if err := checkSpelling(raw); err != nil {
+		return nil, nil, err
+	}
 	var problems []error
 	var conf NetConf
 	if err := json.Unmarshal(stdin, &conf); err != nil {
@@ -333,6 +336,10 @@ func validateBridge(n *Network, _ Args) error {
 	if err := utils.ValidateInterfaceName(n.Bridge); err != nil {
 		return invalid(`"bridge"`, fmt.Sprintf("%q", n.Bridge), err.Msg,
 			"use a Linux interface name of 1-15 characters without '/', ':' or spaces")
+	}
+	if n.Bridge == "all" || n.Bridge == "default" {
+		return invalid(`"bridge"`, fmt.Sprintf("%q", n.Bridge), "the kernel reserves the name for its per-interface settings",
+			`name the bridge otherwise (e.g. "cni1")`)
 	}
 	return nil
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -86,7 +88,7 @@ func checkStructure(stdin []byte) error {
 		}
 		if top != nil && top.object && top.wantKey {
 			if key, ok := tok.(string); ok {
-				folded := strings.ToLower(key)
+				folded := foldKey(key)
 				if prev, dup := top.keys[folded]; dup {
 					return duplicateKey(top.path, prev, key)
 				}
@@ -201,6 +203,106 @@ func validatePaths(n *Network) error {
 		}
 		if strings.ContainsRune(f.Value, 0) {
 			return invalid(f.Field, fmt.Sprintf("%q", f.Value), "contains a NUL byte", "remove it")
+		}
+	}
+	return nil
+}
+
+// foldKey maps a key to a form equal for every key encoding/json matches to
+// the same field: each rune becomes the smallest of its case-folding orbit,
+// so "ipMasq", "IPMASQ" and "ipMaſq" (U+017F, which folds to "s") agree.
+func foldKey(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		smallest := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			smallest = min(smallest, f)
+		}
+		b.WriteRune(smallest)
+	}
+	return b.String()
+}
+
+// canonicalKeys maps the folded form of every key multi-bridge reads to its
+// one spelling: the json names of NetConf's fields (PluginConf's included).
+var canonicalKeys = jsonNames(reflect.TypeFor[NetConf]())
+
+// ipamKeys and friends are the keys of the IPAM sections multi-bridge reads
+// itself (host-local's and static's layouts).
+var (
+	ipamKeys = foldedSet("type", "subnet", "rangeStart", "rangeEnd", "gateway", "ranges", "routes", "dataDir",
+		"addresses", "resolvConf", "dns")
+	rangeKeys   = foldedSet("subnet", "rangeStart", "rangeEnd", "gateway")
+	addressKeys = foldedSet("address", "gateway")
+)
+
+func foldedSet(names ...string) map[string]string {
+	m := map[string]string{}
+	for _, n := range names {
+		m[foldKey(n)] = n
+	}
+	return m
+}
+
+func jsonNames(t reflect.Type) map[string]string {
+	m := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous {
+			for k, v := range jsonNames(f.Type) {
+				m[k] = v
+			}
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[foldKey(name)] = name
+		}
+	}
+	return m
+}
+
+// checkSpelling refuses a key spelt otherwise than multi-bridge's field it
+// stands for ("IPAM" for "ipam"): encoding/json, host-local and Multus
+// match keys without regard to case, but a lookup by name does not, and a
+// check that looked up "ipam" must not be skipped by "IPAM".
+func checkSpelling(raw map[string]json.RawMessage) error {
+	if err := spelledAs(canonicalKeys, raw, ""); err != nil {
+		return err
+	}
+	var ipam map[string]json.RawMessage
+	if json.Unmarshal(raw["ipam"], &ipam) != nil {
+		return nil // not an object: the decoder says so
+	}
+	if err := spelledAs(ipamKeys, ipam, "ipam."); err != nil {
+		return err
+	}
+	var nested struct {
+		Ranges    [][]map[string]json.RawMessage `json:"ranges"`
+		Addresses []map[string]json.RawMessage   `json:"addresses"`
+	}
+	_ = json.Unmarshal(raw["ipam"], &nested)
+	for i, set := range nested.Ranges {
+		for j, r := range set {
+			if err := spelledAs(rangeKeys, r, fmt.Sprintf("ipam.ranges[%d][%d].", i, j)); err != nil {
+				return err
+			}
+		}
+	}
+	for i, a := range nested.Addresses {
+		if err := spelledAs(addressKeys, a, fmt.Sprintf("ipam.addresses[%d].", i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func spelledAs(canonical map[string]string, obj map[string]json.RawMessage, prefix string) error {
+	for key := range obj {
+		if want, ok := canonical[foldKey(key)]; ok && key != want {
+			return types.NewError(types.ErrDecodingFailure,
+				fmt.Sprintf("ambiguous network configuration: key %q stands for %q", prefix+key, prefix+want),
+				fmt.Sprintf("spell it %q", want))
 		}
 	}
 	return nil

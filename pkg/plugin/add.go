@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/agent/routes"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/config"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/masq"
@@ -45,13 +46,6 @@ func (p *Plugin) AddResult(args *skel.CmdArgs) (types.Result, error) {
 		return nil, err
 	}
 	defer c.done()
-	if err := checkIfName(args.IfName); err != nil {
-		return nil, err
-	}
-	if err := c.policy.Check(c.net); err != nil {
-		c.log.Error("ADD refused by the node policy", "error", err)
-		return nil, err
-	}
 	ctx := context.Background()
 	unlock, err := c.lockAttachment(args.ContainerID, args.IfName)
 	if err != nil {
@@ -112,6 +106,7 @@ type addition struct {
 	replaced *rules.Plan
 
 	br            *netlink.Bridge
+	createdBridge bool
 	host          netlink.Link
 	podLink       netlink.Link
 	createdVeth   bool
@@ -149,9 +144,9 @@ func (p *Plugin) prepareAdd(ctx context.Context, c *call) (*addition, error) {
 
 func (a *addition) prepare(ctx context.Context) error {
 	c := a.c
-	if err := bridge.CheckSpec(bridge.Spec{Name: c.net.Bridge, MTU: c.net.Conf.MTU}); err != nil {
+	if err := bridge.CheckSpec(bridge.Spec{Name: c.net.Bridge, MTU: c.net.Conf.MTU, Promisc: c.net.Conf.PromiscMode}); err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"bridge\" %q: %v", c.net.Bridge, err),
-			"name another bridge in the network configuration, or lower \"mtu\"")
+			"name another bridge in the network configuration (or lower \"mtu\", drop \"promiscMode\")")
 	}
 	if err := a.detectRepeat(ctx); err != nil {
 		return err
@@ -236,6 +231,19 @@ func (a *addition) checkOverlap(subnets []netip.Prefix) error {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(),
 			"give each bridge's network its own subnet, outside the node's other subnets")
 	}
+	// A subnet the node routes elsewhere is refused unless the node policy
+	// names it: an administrator may carve pod subnets out of a range the
+	// node's uplink also routes, a NAD author may not.
+	var unsanctioned []netip.Prefix
+	for _, s := range subnets {
+		if !a.c.policy.Sanctions(s) {
+			unsanctioned = append(unsanctioned, s)
+		}
+	}
+	if err := bridge.RoutedElsewhere(a.c.net.Bridge, unsanctioned, routes.Protocol); err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(),
+			"give the network a subnet the node does not route elsewhere, or list it in the node policy's allowedSubnets")
+	}
 	return nil
 }
 
@@ -306,7 +314,7 @@ func (a *addition) detectRepeat(ctx context.Context) error {
 func (a *addition) steps() []step {
 	n := a.c.net
 	s := []step{
-		{name: StepBridge, do: a.ensureBridge},
+		{name: StepBridge, do: a.ensureBridge, undo: a.removeBridge},
 		{name: StepVeth, do: a.attachVeth, undo: a.detachVeth},
 	}
 	if n.Layer3 {
@@ -349,8 +357,23 @@ func (a *addition) ensureBridge(context.Context) error {
 		return err
 	}
 	defer unlock()
-	a.br, err = bridge.Ensure(spec)
+	a.br, a.createdBridge, err = bridge.Ensure(spec)
 	return err
+}
+
+// removeBridge takes back a bridge this ADD created, unless another ADD
+// came to use it meanwhile.
+func (a *addition) removeBridge(context.Context) error {
+	if !a.createdBridge {
+		return nil
+	}
+	n := a.c.net
+	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return bridge.RemoveIfUnused(n.Bridge)
 }
 
 func (a *addition) attachVeth(context.Context) error {
@@ -556,6 +579,10 @@ func (a *addition) ensureGateway(context.Context) error {
 		return err
 	}
 	a.addedGateways, err = bridge.EnsureGateways(a.br, missing, n.Conf.ForceAddress)
+	var conflict *bridge.AddressConflictError
+	if errors.As(err, &conflict) {
+		return types.NewError(types.ErrInvalidNetworkConfig, conflict.Error(), "")
+	}
 	if err != nil {
 		return err
 	}

@@ -153,7 +153,11 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 				}
 			}
 		}
-		if err := rules.RemoveRulesFrom(pod, ref.Addrs); err != nil {
+		addrs, err := c.releasableAddrs(pod, ref, owned)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if err := rules.RemoveRulesFrom(pod, addrs); err != nil {
 			errs = append(errs, err)
 		}
 		if owned {
@@ -186,6 +190,26 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 		errs = append(errs, err)
 	}
 	return joinCNI(errs)
+}
+
+// releasableAddrs are the addresses of ref whose source rules DEL may
+// remove: not one another interface of the pod holds (prevResult is the
+// runtime's word, and a forged one must not take another attachment's rules
+// away), nor one held by an interface of ref's name that is not ours.
+func (c *call) releasableAddrs(pod *netlinksafe.Handle, ref attachmentRef, owned bool) ([]netip.Addr, error) {
+	owners, err := podif.Addresses(pod)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range ref.Addrs {
+		if holder, held := owners[a]; held && (holder != ref.IfName || !owned) {
+			c.log.Info("keeping the rules of an address another interface holds", "address", a, "interface", holder)
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // releasesWithoutInterface: IPAM plugins that keep their reservations in

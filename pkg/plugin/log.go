@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -18,7 +19,9 @@ import (
 func newLogger(n *config.Network, fallback io.Writer) (*slog.Logger, func()) {
 	out, done := fallback, func() {}
 	if n.Conf.LogFile != "" {
-		f, err := os.OpenFile(n.Conf.LogFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		// O_NOFOLLOW: the node policy checked where the path leads; a
+		// symbolic link put there since must not lead elsewhere.
+		f, err := os.OpenFile(n.Conf.LogFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
 		if err == nil {
 			out, done = f, func() { _ = f.Close() }
 		} else {

@@ -182,9 +182,21 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs) (*call, error) {
 		pol = policy.Default()
 	}
 	// Logs, locks and state are written for every verb: where they go is
-	// checked before anything is opened.
+	// checked before anything is opened, and so is everything else that
+	// refuses an ADD (a refused ADD writes nothing, not even a log).
 	if err := pol.CheckPaths(n); err != nil {
 		return nil, err
+	}
+	if err := pol.CheckResolvedPaths(n); err != nil {
+		return nil, err
+	}
+	if verb == "ADD" {
+		if err := checkIfName(args.IfName); err != nil {
+			return nil, err
+		}
+		if err := pol.Check(n); err != nil {
+			return nil, err
+		}
 	}
 	log, done := newLogger(n, p.opts.LogOutput)
 	log = log.With("verb", verb, "network", n.Conf.Name, "pod", n.Pod.String(),

@@ -54,8 +54,13 @@ func isNodeNS(path string) (bool, error) {
 // checkIfName refuses a CNI_IFNAME that can never be a pod attachment. skel
 // has already refused names the kernel would not take.
 func checkIfName(name string) error {
-	if name == "lo" {
+	switch name {
+	case "lo":
 		return types.NewError(types.ErrInvalidEnvironmentVariables, `CNI_IFNAME "lo" is the pod's loopback interface`,
+			`name the attachment's interface otherwise (e.g. "net1")`)
+	case "all", "default":
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_IFNAME %q is reserved: the kernel keeps its per-interface settings there", name),
 			`name the attachment's interface otherwise (e.g. "net1")`)
 	}
 	return nil

@@ -38,9 +38,15 @@ const PathEnv = "MULTI_BRIDGE_POLICY_FILE"
 
 // DefaultDirectories are where a configuration's logFile, dataDir,
 // runtimeDir and ipam.dataDir may point when the policy does not say:
-// the places CNI plugins keep logs, state and locks.
+// multi-bridge's own places and host-local's default, never a directory
+// other programs keep files in (a log appended to /run/nologin, or state
+// written over another plugin's, would hurt the node).
 func DefaultDirectories() []string {
-	return []string{"/var/lib/cni", "/var/log", "/run", "/var/run"}
+	return []string{
+		"/var/lib/cni/multi-bridge", "/var/lib/cni/networks", // state: multi-bridge's, host-local's
+		"/run/multi-bridge", "/var/run/multi-bridge", // locks and node slices
+		"/var/log/multi-bridge", // logs
+	}
 }
 
 // Range is an inclusive range of integers.
@@ -53,8 +59,8 @@ func (r Range) contains(v int64) bool { return v >= r.Min && v <= r.Max }
 
 func (r Range) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
-// Policy is the node policy. An empty list or absent range means "no
-// restriction beyond the defaults".
+// Policy is the node policy. An absent field (or null) means "no
+// restriction beyond the defaults"; an empty list allows nothing.
 type Policy struct {
 	// AllowedBridges are shell patterns (path.Match) for "bridge".
 	AllowedBridges []string `json:"allowedBridges,omitempty"`
@@ -156,7 +162,7 @@ func (p *Policy) refused(field string, value any, rule string, allows any) error
 // GC write logs, locks and state too.
 func (p *Policy) CheckPaths(n *config.Network) error {
 	dirs, rule := p.AllowedDirectories, "allowedDirectories"
-	if len(dirs) == 0 {
+	if dirs == nil {
 		dirs = DefaultDirectories()
 	}
 	for _, f := range n.PathFields() {
@@ -167,8 +173,43 @@ func (p *Policy) CheckPaths(n *config.Network) error {
 	return nil
 }
 
+// CheckResolvedPaths applies the directory rule to where the paths lead
+// once symbolic links are followed (for the part of each path that exists):
+// a link inside an allowed directory must not lead out of it.
+func (p *Policy) CheckResolvedPaths(n *config.Network) error {
+	dirs := p.AllowedDirectories
+	if dirs == nil {
+		dirs = DefaultDirectories()
+	}
+	var resolvedDirs []string
+	for _, d := range dirs {
+		resolvedDirs = append(resolvedDirs, d, resolveExisting(d))
+	}
+	for _, f := range n.PathFields() {
+		if r := resolveExisting(f.Value); !under(r, resolvedDirs) {
+			return p.refused(f.Field, fmt.Sprintf("%q (leading to %q)", f.Value, r), "allowedDirectories", dirs)
+		}
+	}
+	return nil
+}
+
+// resolveExisting follows the symbolic links of the longest part of path
+// that exists and appends the rest unchanged.
+func resolveExisting(path string) string {
+	path = filepath.Clean(path)
+	rest := ""
+	for dir := path; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if dir == filepath.Dir(dir) {
+			return path
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
+}
+
 // under reports whether path is dir or inside it, for one of dirs.
-// Symbolic links are not followed: only root can make them in these places.
 func under(p string, dirs []string) bool {
 	p = filepath.Clean(p)
 	for _, d := range dirs {
@@ -185,10 +226,10 @@ func (p *Policy) Check(n *config.Network) error {
 	if err := p.CheckPaths(n); err != nil {
 		return err
 	}
-	if len(p.AllowedBridges) > 0 && !matchesAny(n.Bridge, p.AllowedBridges) {
+	if p.AllowedBridges != nil && !matchesAny(n.Bridge, p.AllowedBridges) {
 		return p.refused(`"bridge"`, fmt.Sprintf("%q", n.Bridge), "allowedBridges", quoted(p.AllowedBridges))
 	}
-	if t := n.Conf.IPAM.Type; t != "" && len(p.AllowedIPAMTypes) > 0 && !slices.Contains(p.AllowedIPAMTypes, t) {
+	if t := n.Conf.IPAM.Type; t != "" && p.AllowedIPAMTypes != nil && !slices.Contains(p.AllowedIPAMTypes, t) {
 		return p.refused(`"ipam.type"`, fmt.Sprintf("%q", t), "allowedIPAMTypes", quoted(p.AllowedIPAMTypes))
 	}
 	if n.Conf.IPMasq && p.AllowIPMasq != nil && !*p.AllowIPMasq {
@@ -249,6 +290,13 @@ func (p *Policy) CheckAddresses(ipamType string, addrs []netip.Prefix, gateways 
 	return nil
 }
 
+// Sanctions reports whether the administrator listed prefix (or a subnet
+// containing it) in allowedSubnets: the way to allow a gateway subnet the
+// node also routes through another interface.
+func (p *Policy) Sanctions(prefix netip.Prefix) bool {
+	return p.AllowedSubnets != nil && p.checkPrefix("", prefix) == nil
+}
+
 // CheckPool applies allowedSubnets to a network's cluster-wide pool, for
 // the node agent: it routes every other node's slices of a pool, so a NAD
 // naming a pool outside the policy must not get routes on this node.
@@ -257,7 +305,7 @@ func (p *Policy) CheckPool(pool netip.Prefix) error {
 }
 
 func (p *Policy) checkPrefix(what string, prefix netip.Prefix) error {
-	if len(p.subnets) == 0 {
+	if p.AllowedSubnets == nil {
 		return nil
 	}
 	for _, allowed := range p.subnets {

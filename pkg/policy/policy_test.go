@@ -24,14 +24,14 @@ func load(t *testing.T, conf string) *config.Network {
 }
 
 func TestDefaultPolicyAllowsAValidNetworkWithFilesInTheUsualPlaces(t *testing.T) {
-	n := load(t, `{"name":"net1","type":"multi-bridge","logFile":"/var/log/multi-bridge.log","dataDir":"/var/lib/cni/multi-bridge",`+
+	n := load(t, `{"name":"net1","type":"multi-bridge","logFile":"/var/log/multi-bridge/plugin.log","dataDir":"/var/lib/cni/multi-bridge",`+
 		`"runtimeDir":"/run/multi-bridge","ipam":{"type":"host-local","subnet":"10.240.10.0/24","dataDir":"/var/lib/cni/networks"}}`)
 	assert.NoError(t, Default().Check(n))
 }
 
 func TestDefaultPolicyKeepsFilesInTheirPlaces(t *testing.T) {
 	for _, c := range []struct{ conf, msg string }{
-		{`{"name":"n","logFile":"/etc/ld.so.preload"}`, `"logFile" "/etc/ld.so.preload" is not allowed by rule "allowedDirectories" of the default node policy, which allows [/var/lib/cni /var/log /run /var/run]`},
+		{`{"name":"n","logFile":"/etc/ld.so.preload"}`, `"logFile" "/etc/ld.so.preload" is not allowed by rule "allowedDirectories" of the default node policy, which allows [/var/lib/cni/multi-bridge /var/lib/cni/networks /run/multi-bridge /var/run/multi-bridge /var/log/multi-bridge]`},
 		{`{"name":"n","dataDir":"/var/lib/cnix"}`, `"dataDir" "/var/lib/cnix" is not allowed`},
 		{`{"name":"n","runtimeDir":"/"}`, `"runtimeDir" "/" is not allowed`},
 		{`{"name":"n","ipam":{"type":"host-local","subnet":"10.240.10.0/24","dataDir":"/root"}}`, `"ipam.dataDir" "/root" is not allowed`},
@@ -139,4 +139,31 @@ func FuzzCheck(f *testing.F) {
 			require.ErrorAs(t, err, &e)
 		}
 	})
+}
+
+// An absent rule restricts nothing; an empty list allows nothing.
+func TestEmptyListAllowsNothing(t *testing.T) {
+	p, err := Parse([]byte(`{"allowedIPAMTypes": [], "allowedBridges": null}`), "test.json")
+	require.NoError(t, err)
+	assert.ErrorContains(t, p.Check(load(t, net1)), `"ipam.type" "host-local" is not allowed by rule "allowedIPAMTypes" of test.json, which allows []`)
+	p, err = Parse([]byte(`{"allowedSubnets": []}`), "test.json")
+	require.NoError(t, err)
+	assert.ErrorContains(t, p.Check(load(t, net1)), `"ipam.subnet" 10.240.10.0/24 is not allowed by rule "allowedSubnets"`)
+}
+
+// A symbolic link inside an allowed directory does not lead out of it.
+func TestResolvedPathsStayInside(t *testing.T) {
+	base := t.TempDir()
+	allowed, outside := filepath.Join(base, "allowed"), filepath.Join(base, "outside")
+	require.NoError(t, os.MkdirAll(allowed, 0o755))
+	require.NoError(t, os.MkdirAll(outside, 0o755))
+	require.NoError(t, os.Symlink(outside, filepath.Join(allowed, "link")))
+	p, err := Parse([]byte(`{"allowedDirectories": ["`+allowed+`"]}`), "test.json")
+	require.NoError(t, err)
+	inside := load(t, `{"name":"n","logFile":"`+allowed+`/logs/new/plugin.log"}`)
+	assert.NoError(t, p.CheckPaths(inside))
+	assert.NoError(t, p.CheckResolvedPaths(inside), "a path that does not exist yet")
+	escaping := load(t, `{"name":"n","logFile":"`+allowed+`/link/plugin.log"}`)
+	assert.NoError(t, p.CheckPaths(escaping), "lexically inside")
+	assert.ErrorContains(t, p.CheckResolvedPaths(escaping), `"logFile" "`+allowed+`/link/plugin.log" (leading to "`+outside+`/plugin.log") is not allowed by rule "allowedDirectories"`)
 }

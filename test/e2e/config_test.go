@@ -296,3 +296,20 @@ func TestNodePolicyBoundsNADPools(t *testing.T) {
 	assert.Empty(t, leaseIDs(t, s, "evil"))
 	assert.Equal(t, "1", metric(t, a, "multi_bridge_agent_networks"))
 }
+
+// TestNADPoolOverTheNodesLANRefused: a NAD whose pool overlaps the node's
+// own LAN (here the 192.0.2.0/24 of its eth0) would have the agent route
+// part of the LAN to other nodes. It is refused, even without a policy file.
+func TestNADPoolOverTheNodesLANRefused(t *testing.T) {
+	s := setup(t)
+	createNAD(t, s, "net1", "10.240.16.0/20", 24)
+	createNAD(t, s, "lan", "192.0.2.0/24", 26)
+	c := newCluster(t, s)
+	a := c.addNode("node-a", "192.0.2.11", "")
+	c.start(a)
+	waitEvent(t, s, a.name, `Warning InvalidNetworkConfig: ignoring network "lan" of nad:default/lan on this node: its pool 192.0.2.0/24 overlaps 192.0.2.0/24, `+
+		`which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`)
+	eventually(t, converge, "net1 leased", func() (bool, string) { return slicesFile(t, a, "net1") != "", "no slice file" })
+	assert.Equal(t, "", slicesFile(t, a, "lan"))
+	assert.Empty(t, leaseIDs(t, s, "lan"))
+}

@@ -173,7 +173,7 @@ func TestForceAddressLeavesABridgeItDidNotCreate(t *testing.T) {
 	before := snapshot(b)
 	_, err := b.add(b.conf(net1(map[string]any{"forceAddress": true})), "net1")
 	e := cniCode(t, err)
-	assert.Equal(t, uint(types.ErrInternal), e.Code)
+	assert.Equal(t, uint(types.ErrInvalidNetworkConfig), e.Code)
 	assert.Equal(t, "cni1 already has 10.240.10.254/24, not the gateway 10.240.10.1/24 of this network, and forceAddress only replaces addresses on bridges multi-bridge created; remove the address by hand or use another bridge", e.Msg)
 	assert.Equal(t, before, snapshot(b), "the address stays, everything rolled back")
 }

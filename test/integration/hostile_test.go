@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,7 +104,7 @@ func hostileCatalogue() []badInput {
 			msg:   `invalid "bridge" "uplink": interface "uplink" exists on the node and is a veth, not a bridge`},
 		{name: "bridge is lo", conf: map[string]any{"bridge": "lo"}, code: invalidConf,
 			msg: `invalid "bridge" "lo": interface "lo" exists on the node and is a device, not a bridge`},
-		{name: "forceAddress on a bridge multi-bridge did not create", conf: map[string]any{"forceAddress": true}, code: internal,
+		{name: "forceAddress on a bridge multi-bridge did not create", conf: map[string]any{"forceAddress": true}, code: invalidConf,
 			setup: adminBridge,
 			msg:   "cni1 already has 10.240.10.254/24, not the gateway 10.240.10.1/24 of this network, and forceAddress only replaces addresses on bridges multi-bridge created; remove the address by hand or use another bridge"},
 		{name: "subnet of another bridge", code: invalidConf,
@@ -119,6 +120,22 @@ func hostileCatalogue() []badInput {
 			},
 			msg: `subnet 10.240.10.0/24 of bridge "cni1" overlaps 10.240.10.200/25 on interface "uplink"`},
 
+		{name: "subnet the node routes through its uplink", conf: map[string]any{"ipam": nettest.HostLocal("203.0.113.0/28", nil)}, code: invalidConf,
+			setup: func(t *testing.T, b *bed) {
+				nodeLink("uplink", "type", "veth", "peer", "name", "uplinkp")(t, b)
+				nettest.MustRun(t, b.node, "ip", "addr", "add", "198.51.100.1/24", "dev", "uplink")
+				nettest.MustRun(t, b.node, "ip", "link", "set", "uplink", "up")
+				nettest.MustRun(t, b.node, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.254")
+			},
+			msg: `subnet 203.0.113.0/28 of bridge "cni1" overlaps the node's route to 203.0.113.0/24 via 198.51.100.254 dev uplink`},
+		{name: "promiscMode on a bridge multi-bridge did not create", conf: map[string]any{"promiscMode": true}, code: invalidConf,
+			setup: nodeLink("cni1", "type", "bridge"),
+			msg:   `invalid "bridge" "cni1": promiscMode would change the existing bridge "cni1", which multi-bridge did not create`},
+		{name: "bridge named default", conf: map[string]any{"bridge": "default"}, code: invalidConf,
+			msg: `invalid "bridge" "default": the kernel reserves the name for its per-interface settings`},
+		{name: "IPAM plugin missing after the bridge was made", conf: map[string]any{"ipam": map[string]any{"type": "no-such-ipam", "subnet": "10.240.10.0/24"}},
+			code: types.ErrPluginNotAvailable, msg: `IPAM plugin "no-such-ipam" not found in CNI_PATH`},
+
 		// Plugin types are plain names, looked up in CNI_PATH.
 		{name: "ipam type is an absolute path", conf: map[string]any{"ipam": map[string]any{"type": "/bin/sh", "subnet": "10.240.10.0/24"}}, code: invalidConf,
 			msg: `invalid "ipam.type" "/bin/sh": a plugin type is the plain file name of a binary in CNI_PATH (letters, digits, '.', '_', '-'; no '/' and no leading '.')`},
@@ -131,9 +148,17 @@ func hostileCatalogue() []badInput {
 
 		// Files only where the node policy allows.
 		{name: "logFile into /etc under the default policy", conf: map[string]any{"logFile": "/etc/cron.d/multi-bridge"}, policy: "absent", code: invalidConf,
-			msg: `"logFile" "/etc/cron.d/multi-bridge" is not allowed by rule "allowedDirectories" of the default node policy, which allows [/var/lib/cni /var/log /run /var/run]`},
+			msg: `"logFile" "/etc/cron.d/multi-bridge" is not allowed by rule "allowedDirectories" of the default node policy, which allows [/var/lib/cni/multi-bridge /var/lib/cni/networks /run/multi-bridge /var/run/multi-bridge /var/log/multi-bridge]`},
 		{name: "dataDir into /etc under the default policy", conf: map[string]any{"dataDir": "/etc/multi-bridge"}, policy: "absent", code: invalidConf,
 			msg: `"dataDir" "/etc/multi-bridge" is not allowed by rule "allowedDirectories" of the default node policy`},
+		{name: "logFile through a symbolic link out of the allowed directories", code: invalidConf,
+			setup: func(t *testing.T, b *bed) {
+				require.NoError(t, os.Symlink("/etc", filepath.Join(b.dirs.Data, "link")))
+			},
+			stdin: func(b *bed) []byte {
+				return b.conf(applyFields(validHostileBase(), map[string]any{"logFile": filepath.Join(b.dirs.Data, "link", "multi-bridge-hostile.log")})).Bytes
+			},
+			msg: `"logFile" "{data}/link/multi-bridge-hostile.log" (leading to "/etc/multi-bridge-hostile.log") is not allowed by rule "allowedDirectories"`},
 		{name: "runtimeDir relative", conf: map[string]any{"runtimeDir": "run/multi-bridge"}, code: invalidConf,
 			msg: `invalid "runtimeDir" "run/multi-bridge": not an absolute path`},
 		{name: "ipam dataDir climbing with dot dot", conf: map[string]any{"ipam": map[string]any{"type": "host-local", "subnet": "10.240.10.0/24", "dataDir": "/var/lib/cni/../../etc"}}, code: invalidConf,
@@ -167,6 +192,8 @@ func hostileCatalogue() []badInput {
 			msg: `CNI_IFNAME "lo" is the pod's loopback interface`},
 		{name: "ifname too long", env: envs("CNI_IFNAME", "net1234567890123"), code: badEnv,
 			msg: `interface name is too long`},
+		{name: "ifname all", env: envs("CNI_IFNAME", "all"), code: badEnv,
+			msg: `CNI_IFNAME "all" is reserved: the kernel keeps its per-interface settings there`},
 		{name: "ifname with a slash", env: envs("CNI_IFNAME", "net/1"), code: badEnv,
 			msg: `interface name contains / or : or whitespace characters`},
 		{name: "ifname taken in the pod", setup: func(t *testing.T, b *bed) {
@@ -236,6 +263,11 @@ func hostileCatalogue() []badInput {
 		{name: "duplicated key inside ipam", code: decoding, stdin: func(b *bed) []byte {
 			return bytes.Replace(b.conf(validHostileBase()).Bytes, []byte(`"subnet":"10.240.10.0/24"`), []byte(`"subnet":"10.240.10.0/24","subnet":"0.0.0.0/0"`), 1)
 		}, msg: `ambiguous network configuration: key "ipam.subnet" appears twice`},
+		{name: "ipam spelt in capitals", code: decoding, stdin: func(b *bed) []byte {
+			return bytes.Replace(b.conf(validHostileBase()).Bytes, []byte(`"ipam":`), []byte(`"IPAM":`), 1)
+		}, msg: `ambiguous network configuration: key "IPAM" stands for "ipam"`},
+		{name: "keys folding alike beyond ASCII", stdin: withText("\"ipMa\u017fq\": false"), code: decoding,
+			msg: "ambiguous network configuration: keys \"ipMasq\" and \"ipMa\u017fq\" differ only in case"},
 		{name: "deeply nested", stdin: withText(`"deep": ` + nestedJSON(40)), code: decoding,
 			msg: `network configuration nests deeper than 32 levels (at deep[][][][][][][][][][][][][][][][][][][][][][][][][][][][][][])`},
 		{name: "not UTF-8", stdin: withText("\"note\": \"caf\xe9\""), code: decoding,
@@ -419,6 +451,50 @@ func TestHostileTeardown(t *testing.T) {
 		assert.Contains(t, string(stderr), `CNI_NETNS is the node's own namespace; cleaning up the node side only`)
 		assert.Equal(t, before, snapshot(b), "the node's rule from 198.51.100.7 stays")
 	})
+	t.Run("DEL with a forged prevResult keeps the rules of another attachment", func(t *testing.T) {
+		b := newBed(t)
+		b.mustAdd(b.conf(net1(nil)), "net1")
+		before := snapshot(b)
+		env := hostileEnv(b, "DEL")
+		env["CNI_CONTAINERID"], env["CNI_IFNAME"] = "never-added", "net9"
+		conf := map[string]any{}
+		require.NoError(t, json.Unmarshal(b.conf(net1(map[string]any{"name": "net8", "bridge": "cni8"})).Bytes, &conf))
+		conf["prevResult"] = map[string]any{"cniVersion": "1.1.0", "ips": []map[string]any{{"address": "10.240.10.2/24"}}}
+		data, err := json.Marshal(conf)
+		require.NoError(t, err)
+		exit, stdout, _ := runPluginBinary(t, b.node, env, data)
+		assert.Equal(t, 0, exit, "%s", stdout)
+		assert.Equal(t, []string{"101: from 10.240.10.2 lookup 1"}, b.podRules("-4"))
+		assert.Equal(t, before, snapshot(b))
+	})
+	t.Run("a refused logFile is never created", func(t *testing.T) {
+		b := newBed(t)
+		target := filepath.Join(t.TempDir(), "outside")
+		require.NoError(t, os.Mkdir(target, 0o755))
+		allowed := filepath.Join(b.dirs.Data, "logs")
+		require.NoError(t, os.Symlink(target, allowed))
+		env := hostileEnv(b, "ADD")
+		env[policy.PathEnv] = filepath.Join(t.TempDir(), "policy.json")
+		require.NoError(t, os.WriteFile(env[policy.PathEnv], []byte(`{"allowedDirectories": ["`+b.dirs.Data+`", "`+b.dirs.Runtime+`", "`+b.dirs.IPAM+`"]}`), 0o644))
+		for _, c := range []struct {
+			name string
+			env  map[string]string
+		}{{"through a link", nil}, {"with the ADD refused for another reason", map[string]string{"CNI_IFNAME": "lo"}}} {
+			e := maps.Clone(env)
+			maps.Copy(e, c.env)
+			logFile := filepath.Join(allowed, "plugin.log")
+			if c.env != nil {
+				logFile = filepath.Join(b.dirs.Data, "plugin.log")
+			}
+			exit, stdout, _ := runPluginBinary(t, b.node, e, b.conf(applyFields(validHostileBase(), map[string]any{"logFile": logFile})).Bytes)
+			assert.Equal(t, 1, exit, c.name)
+			assert.NotEmpty(t, stdout, c.name)
+			assert.NoFileExists(t, logFile, c.name)
+		}
+		entries, err := os.ReadDir(target)
+		require.NoError(t, err)
+		assert.Empty(t, entries)
+	})
 	t.Run("GC with a logFile outside the allowed directories", func(t *testing.T) {
 		b := newBed(t)
 		env := hostileEnv(b, "GC")
@@ -462,4 +538,25 @@ func hostileEnv(b *bed, command string) map[string]string {
 		"CNI_COMMAND": command, "CNI_CONTAINERID": b.id, "CNI_NETNS": b.pod.Path(), "CNI_IFNAME": "net1",
 		"CNI_PATH": nettest.CNIPath(b.t), "CNI_ARGS": multusArgs, policy.PathEnv: nettest.PolicyFile(),
 	}
+}
+
+// A gateway subnet the node also routes through its uplink is the
+// administrator's call: listed in allowedSubnets, it is served.
+func TestRoutedSubnetAllowedByThePolicy(t *testing.T) {
+	b := newBed(t)
+	nettest.MustRun(t, b.node, "ip", "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp")
+	nettest.MustRun(t, b.node, "ip", "addr", "add", "198.51.100.1/24", "dev", "uplink")
+	nettest.MustRun(t, b.node, "ip", "link", "set", "uplink", "up")
+	nettest.MustRun(t, b.node, "ip", "route", "add", "10.240.0.0/16", "via", "198.51.100.254")
+	env := hostileEnv(b, "ADD")
+	conf := b.conf(net1(nil)).Bytes
+	exit, stdout, _ := runPluginBinary(t, b.node, env, conf)
+	require.Equal(t, 1, exit)
+	assert.Contains(t, string(stdout), `subnet 10.240.10.0/24 of bridge \"cni1\" overlaps the node's route to 10.240.0.0/16 via 198.51.100.254 dev uplink`)
+
+	env[policy.PathEnv] = filepath.Join(t.TempDir(), "policy.json")
+	require.NoError(t, os.WriteFile(env[policy.PathEnv], []byte(withTestDirs(`"allowedSubnets": ["10.240.0.0/16"]`)), 0o644))
+	exit, stdout, stderr := runPluginBinary(t, b.node, env, conf)
+	require.Equal(t, 0, exit, "%s %s", stdout, stderr)
+	assert.Contains(t, b.onNode("ip", "route", "show", "10.240.10.0/24"), "10.240.10.0/24 dev cni1 proto kernel scope link src 10.240.10.1")
 }

@@ -77,6 +77,53 @@ func (r *Reconciler) Connected() ([]Connected, error) {
 	return out, nil
 }
 
+// BridgeMarker is the alias the plugin gives the bridges it creates
+// (bridge.Marker; repeated here so the agent does not link the plugin's
+// node-side code).
+const BridgeMarker = "multi-bridge"
+
+// Foreign is what the node reaches other than through multi-bridge: the
+// prefixes of its addresses and of its main table's routes, leaving out the
+// default route, the agent's own routes and anything on a bridge the
+// plugin made.
+type Foreign struct {
+	Addresses, Routes []netip.Prefix
+}
+
+// Foreign reads the node's Foreign prefixes.
+func (r *Reconciler) Foreign() (Foreign, error) {
+	links, err := r.h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return Foreign{}, fmt.Errorf("listing links: %w", err)
+	}
+	ours := map[int]bool{}
+	for _, l := range links {
+		if l.Type() == "bridge" && l.Attrs().Alias == BridgeMarker {
+			ours[l.Attrs().Index] = true
+		}
+	}
+	connected, err := r.Connected()
+	if err != nil {
+		return Foreign{}, err
+	}
+	var out Foreign
+	for _, c := range connected {
+		if !ours[c.LinkIndex] {
+			out.Addresses = append(out.Addresses, c.Prefix.Masked())
+		}
+	}
+	kernel, err := r.Kernel()
+	if err != nil {
+		return Foreign{}, err
+	}
+	for _, k := range kernel {
+		if k.Dst.Bits() > 0 && k.Protocol != Protocol && !ours[k.LinkIndex] {
+			out.Routes = append(out.Routes, k.Dst)
+		}
+	}
+	return out, nil
+}
+
 // Kernel lists the unicast routes of the main table.
 func (r *Reconciler) Kernel() ([]Kernel, error) {
 	list, err := r.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
