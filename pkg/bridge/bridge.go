@@ -218,6 +218,18 @@ func Lock(runtimeDir, bridgeName string) (unlock func(), err error) {
 	return func() { _ = f.Close() }, nil
 }
 
+// SharedLock is the bridge's lock taken shared: any number of ADDs that
+// found the bridge ready hold it together until their veth is on the
+// bridge, so that the rollback of the ADD that created the bridge (which
+// takes Lock) cannot remove it under them.
+func SharedLock(runtimeDir, bridgeName string) (unlock func(), err error) {
+	f, err := lockFileHow(filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock"), unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = f.Close() }, nil
+}
+
 // NetworkLock serializes per-network node state (masquerade set-up and its
 // rollback) across plugin processes.
 func NetworkLock(runtimeDir, network string) (unlock func(), err error) {
@@ -249,6 +261,10 @@ func AttachmentLock(runtimeDir, network, containerID, ifName string) (*os.File, 
 // lockFile opens path and takes an exclusive flock on it; closing the file
 // (and every copy a child inherited) releases it.
 func lockFile(path string) (*os.File, error) {
+	return lockFileHow(path, unix.LOCK_EX)
+}
+
+func lockFileHow(path string, how int) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating lock directory: %w", err)
 	}
@@ -257,7 +273,7 @@ func lockFile(path string) (*os.File, error) {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
 	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		err = unix.Flock(int(f.Fd()), how)
 		if !errors.Is(err, unix.EINTR) {
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -135,7 +136,7 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("accepted ipam.type %q", n.Conf.IPAM.Type)
 		}
 		for _, f := range n.PathFields() {
-			if !filepath.IsAbs(f.Value) || strings.Contains(f.Value, "..") && filepath.Clean(f.Value) != f.Value {
+			if !filepath.IsAbs(f.Value) || slices.Contains(strings.Split(f.Value, "/"), "..") {
 				t.Fatalf("accepted %s %q", f.Field, f.Value)
 			}
 		}

@@ -107,6 +107,7 @@ type addition struct {
 
 	br            *netlink.Bridge
 	createdBridge bool
+	bridgeHold    func() // the shared bridge lock, until the veth is on the bridge
 	host          netlink.Link
 	podLink       netlink.Link
 	createdVeth   bool
@@ -265,8 +266,17 @@ func (a *addition) planReplacement() error {
 }
 
 func (a *addition) close() {
+	a.releaseBridge()
 	a.pod.Close()
 	_ = a.podNS.Close()
+}
+
+// releaseBridge lets go of the shared bridge lock ensureBridge kept.
+func (a *addition) releaseBridge() {
+	if a.bridgeHold != nil {
+		a.bridgeHold()
+		a.bridgeHold = nil
+	}
 }
 
 func (a *addition) detectRepeat(ctx context.Context) error {
@@ -345,13 +355,20 @@ func (a *addition) steps() []step {
 func (a *addition) ensureBridge(context.Context) error {
 	n := a.c.net
 	spec := bridge.Spec{Name: n.Bridge, MTU: n.Conf.MTU, Promisc: n.Conf.PromiscMode}
-	// Every ADD after a bridge's first finds it ready: no lock then, which
-	// all ADDs of the bridge would queue on (a holder preempted among 200
-	// plugin processes on two CPUs holds up every one of them).
+	// Every ADD after a bridge's first finds it ready: the lock is taken
+	// shared then, as all ADDs of the bridge would otherwise queue on it (a
+	// holder preempted among 200 plugin processes on two CPUs holds up
+	// every one of them). It is held until the veth is on the bridge
+	// (attachVeth), so the bridge's creator cannot remove it meanwhile.
+	shared, err := bridge.SharedLock(n.RuntimeDir(), n.Bridge)
+	if err != nil {
+		return err
+	}
 	if br, ok := bridge.Ready(spec); ok {
-		a.br = br
+		a.br, a.bridgeHold = br, shared
 		return nil
 	}
+	shared()
 	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
 	if err != nil {
 		return err
@@ -377,6 +394,7 @@ func (a *addition) removeBridge(context.Context) error {
 }
 
 func (a *addition) attachVeth(context.Context) error {
+	defer a.releaseBridge()
 	n, args := a.c.net, a.c.args
 	hostName := bridge.HostVethName(args.ContainerID, args.IfName)
 	if a.prior != nil {
