@@ -215,9 +215,9 @@ func applyPolicy(p *policy.Policy, nets map[string]Network, foreign routes.Forei
 		if p.Sanctions(n.Pool) {
 			continue
 		}
-		if clash, ok := takesOver(n, foreign); ok {
-			refuse(n, "foreign", fmt.Sprintf("its pool %s overlaps %s, which this node reaches outside multi-bridge; "+
-				"give the network a pool of its own, or list the pool in the node policy's allowedSubnets", n.Pool, clash))
+		if clash, what, ok := takesOver(n, foreign); ok {
+			refuse(n, "foreign", fmt.Sprintf("its pool %s overlaps %s, %s; "+
+				"give the network a pool of its own, or list the pool in the node policy's allowedSubnets", n.Pool, clash, what))
 		}
 	}
 	slices.SortFunc(refused, func(a, b Refusal) int { return strings.Compare(a.Key, b.Key) })
@@ -226,19 +226,28 @@ func applyPolicy(p *policy.Policy, nets map[string]Network, foreign routes.Forei
 
 // takesOver is the first of the node's own prefixes n's slices would take
 // traffic from (applyPolicy).
-func takesOver(n Network, foreign routes.Foreign) (netip.Prefix, bool) {
+func takesOver(n Network, foreign routes.Foreign) (clash netip.Prefix, what string, ok bool) {
 	if i := slices.IndexFunc(foreign.Addresses, n.Pool.Overlaps); i >= 0 {
-		return foreign.Addresses[i], true
+		return foreign.Addresses[i], "a subnet of this node's own", true
+	}
+	// On multi-bridge's bridges, a subnet of one slice or narrower inside
+	// the pool is this network's own slice (or one the route reconciler
+	// never routes over: a connected route of the same prefix blocks it);
+	// anything else there is another network's subnet.
+	for _, b := range foreign.Bridges {
+		own := n.Pool.Contains(b.Addr()) && b.Bits() >= n.Pool.Bits() && (n.FromNodePodCIDR || b.Bits() >= n.Size)
+		if b.Overlaps(n.Pool) && !own {
+			return b, "the subnet of another network's bridge on this node", true
+		}
 	}
 	for _, r := range foreign.Routes {
 		switch {
-		case r.Bits() <= n.Pool.Bits() && r.Contains(n.Pool.Addr()):
-			return r, true
-		case r.Bits() > n.Pool.Bits() && n.Pool.Contains(r.Addr()) && (n.FromNodePodCIDR || r.Bits() < n.Size):
-			return r, true
+		case r.Bits() <= n.Pool.Bits() && r.Contains(n.Pool.Addr()),
+			r.Bits() > n.Pool.Bits() && n.Pool.Contains(r.Addr()) && (n.FromNodePodCIDR || r.Bits() < n.Size):
+			return r, "a range this node routes", true
 		}
 	}
-	return netip.Prefix{}, false
+	return netip.Prefix{}, "", false
 }
 
 // cniMessage is a CNI error's message with its advice.

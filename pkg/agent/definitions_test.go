@@ -304,6 +304,9 @@ func TestApplyPolicyRefusesPoolsOverTheNodesNetworks(t *testing.T) {
 		Addresses: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 		Routes: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("10.240.17.0/24"),
 			netip.MustParsePrefix("10.250.0.0/16")},
+		// This node's slice of net1, and another network's subnet on its
+		// own bridge (a host-local network of tenant A).
+		Bridges: []netip.Prefix{netip.MustParsePrefix("10.240.18.0/24"), netip.MustParsePrefix("10.241.0.0/16")},
 	}
 	nets := map[string]Network{
 		"net1":  nad("default/net1", t0, "net1", "10.240.16.0/20", 24), // a route of one slice: RouteConflict's business
@@ -311,6 +314,7 @@ func TestApplyPolicyRefusesPoolsOverTheNodesNetworks(t *testing.T) {
 		"lan":   nad("tenant/lan", t0, "lan", "192.0.2.0/25", 26),
 		"route": nad("tenant/route", t0, "route", "203.0.113.128/25", 26),
 		"wide":  nad("tenant/wide", t0, "wide", "10.250.0.0/15", 24), // contains a route of many slices
+		"over":  nad("tenant/over", t0, "over", "10.241.0.0/16", 24), // over another network's bridge
 		"mgmt":  file("--cni-config", "mgmt", "198.51.100.0/24", 26),
 	}
 	refused := applyPolicy(policy.Default(), nets, foreign)
@@ -320,10 +324,11 @@ func TestApplyPolicyRefusesPoolsOverTheNodesNetworks(t *testing.T) {
 		msgs = append(msgs, r.Message)
 	}
 	assert.Equal(t, []string{
-		`ignoring network "all" of nad:tenant/all on this node: its pool 0.0.0.0/0 overlaps 192.0.2.0/24, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
-		`ignoring network "lan" of nad:tenant/lan on this node: its pool 192.0.2.0/25 overlaps 192.0.2.0/24, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
-		`ignoring network "route" of nad:tenant/route on this node: its pool 203.0.113.128/25 overlaps 203.0.113.0/24, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
-		`ignoring network "wide" of nad:tenant/wide on this node: its pool 10.250.0.0/15 overlaps 10.250.0.0/16, which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "all" of nad:tenant/all on this node: its pool 0.0.0.0/0 overlaps 192.0.2.0/24, a subnet of this node's own; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "lan" of nad:tenant/lan on this node: its pool 192.0.2.0/25 overlaps 192.0.2.0/24, a subnet of this node's own; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "over" of nad:tenant/over on this node: its pool 10.241.0.0/16 overlaps 10.241.0.0/16, the subnet of another network's bridge on this node; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "route" of nad:tenant/route on this node: its pool 203.0.113.128/25 overlaps 203.0.113.0/24, a range this node routes; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
+		`ignoring network "wide" of nad:tenant/wide on this node: its pool 10.250.0.0/15 overlaps 10.250.0.0/16, a range this node routes; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`,
 	}, msgs)
 
 	sanctioned, err := policy.Parse([]byte(`{"allowedSubnets":["203.0.113.0/24","10.240.0.0/16"]}`), "p.json")

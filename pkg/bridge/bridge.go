@@ -200,10 +200,12 @@ func CreatedByUs(br *netlink.Bridge) bool {
 func Lookup(name string) (*netlink.Bridge, error) { return lookup(name) }
 
 // HostVethName is the node-side name of a pod's veth. It is derived from the
-// attachment so that DEL finds it even when the pod's netns is gone and a
-// killed ADD leaves nothing it cannot name; "veth" keeps NetworkManager away.
-func HostVethName(containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+// attachment (network, container, interface) so that DEL finds it even when
+// the pod's netns is gone and a killed ADD leaves nothing it cannot name,
+// and so that two networks' attachments never share one; "veth" keeps
+// NetworkManager away.
+func HostVethName(network, containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(network + "/" + containerID + "/" + ifName))
 	return "veth" + hex.EncodeToString(sum[:])[:11]
 }
 

@@ -13,6 +13,7 @@ import (
 
 // Port is one pod's veth pair as attached to a bridge.
 type Port struct {
+	Network     string
 	ContainerID string
 	IfName      string // name inside the pod
 	PodNS       ns.NetNS
@@ -31,7 +32,7 @@ type Attached struct {
 // exists where both ends sit in one namespace), enslaves the host end to the
 // bridge and applies the port options.
 func Attach(br *netlink.Bridge, p Port) (*Attached, error) {
-	hostName := HostVethName(p.ContainerID, p.IfName)
+	hostName := HostVethName(p.Network, p.ContainerID, p.IfName)
 	// A host end with our derived name and no pod end under p.IfName is a
 	// leftover of an interrupted attempt for this very attachment.
 	if l, err := netlinksafe.LinkByName(hostName); err == nil && l.Type() == "veth" {

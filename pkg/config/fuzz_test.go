@@ -28,6 +28,8 @@ var hostileTexts = []struct {
 	{"a field spelt with a long s", `{` + base + `,"ipMaſq":true}`, types.ErrDecodingFailure, `ambiguous network configuration: key "ipMaſq" stands for "ipMasq"`},
 	{"ipam key spelt otherwise", `{"name":"n","nodeSubnets":{"pool":"10.240.0.0/16","size":24},"ipam":{"type":"host-local","Subnet":"0.0.0.0/0"}}`, types.ErrDecodingFailure, `ambiguous network configuration: key "ipam.Subnet" stands for "ipam.subnet"`},
 	{"range key spelt otherwise", `{"name":"n","ipam":{"type":"host-local","ranges":[[{"subnet":"10.240.1.0/24","Gateway":"192.0.2.1"}]]}}`, types.ErrDecodingFailure, `ambiguous network configuration: key "ipam.ranges[0][0].Gateway" stands for "ipam.ranges[0][0].gateway"`},
+	{"requested IPs spelt otherwise", `{` + base + `,"args":{"cni":{"IPs":["10.240.10.9/24"]}}}`, types.ErrDecodingFailure, `ambiguous network configuration: key "args.cni.IPs" stands for "args.cni.ips"`},
+	{"runtimeConfig key spelt otherwise", `{` + base + `,"runtimeConfig":{"MAC":"0a:58:0a:f0:0a:02"}}`, types.ErrDecodingFailure, `ambiguous network configuration: key "runtimeConfig.MAC" stands for "runtimeConfig.mac"`},
 	{"deeply nested", `{` + base + `,"deep":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, types.ErrDecodingFailure, `network configuration nests deeper than 32 levels (at deep[][][]`},
 	{"deep objects", `{` + base + `,"a":` + strings.Repeat(`{"a":`, 40) + `1` + strings.Repeat("}", 41), types.ErrDecodingFailure, `network configuration nests deeper than 32 levels (at a.a.a.a`},
 	{"not UTF-8", "{" + base + ",\"note\":\"caf\xe9\"}", types.ErrDecodingFailure, `network configuration is not valid UTF-8 (first bad byte at offset 124)`},

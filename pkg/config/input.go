@@ -233,6 +233,7 @@ var (
 	ipamKeys = foldedSet("type", "subnet", "rangeStart", "rangeEnd", "gateway", "ranges", "routes", "dataDir",
 		"addresses", "resolvConf", "dns")
 	rangeKeys   = foldedSet("subnet", "rangeStart", "rangeEnd", "gateway")
+	requestKeys = foldedSet("ips", "mac") // of runtimeConfig and args.cni
 	addressKeys = foldedSet("address", "gateway")
 )
 
@@ -269,6 +270,24 @@ func jsonNames(t reflect.Type) map[string]string {
 func checkSpelling(raw map[string]json.RawMessage) error {
 	if err := spelledAs(canonicalKeys, raw, ""); err != nil {
 		return err
+	}
+	for _, section := range []string{"runtimeConfig", "args"} {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw[section], &obj) != nil {
+			continue
+		}
+		if section == "args" {
+			if err := spelledAs(foldedSet("cni"), obj, "args."); err != nil {
+				return err
+			}
+			if json.Unmarshal(obj["cni"], &obj) != nil {
+				continue
+			}
+			section = "args.cni"
+		}
+		if err := spelledAs(requestKeys, obj, section+"."); err != nil {
+			return err
+		}
 	}
 	var ipam map[string]json.RawMessage
 	if json.Unmarshal(raw["ipam"], &ipam) != nil {

@@ -290,7 +290,7 @@ func (a *addition) detectRepeat(ctx context.Context) error {
 		return err
 	}
 	if link != nil && !owned {
-		if !bridge.IsHostEndOf(bridge.HostVethName(args.ContainerID, args.IfName), link.Attrs().Index) {
+		if !bridge.IsHostEndOf(bridge.HostVethName(a.c.net.Conf.Name, args.ContainerID, args.IfName), link.Attrs().Index) {
 			return types.NewError(types.ErrInvalidEnvironmentVariables,
 				fmt.Sprintf("CNI_IFNAME %q: the pod already has that interface, not created by multi-bridge for network %q and container %s", args.IfName, a.c.net.Conf.Name, args.ContainerID),
 				"give this attachment another interface name (the \"interface\" of the network selection)")
@@ -396,7 +396,7 @@ func (a *addition) removeBridge(context.Context) error {
 func (a *addition) attachVeth(context.Context) error {
 	defer a.releaseBridge()
 	n, args := a.c.net, a.c.args
-	hostName := bridge.HostVethName(args.ContainerID, args.IfName)
+	hostName := bridge.HostVethName(a.c.net.Conf.Name, args.ContainerID, args.IfName)
 	if a.prior != nil {
 		host, err := netlinksafe.LinkByName(hostName)
 		if err != nil {
@@ -406,7 +406,7 @@ func (a *addition) attachVeth(context.Context) error {
 		return nil
 	}
 	att, err := bridge.Attach(a.br, bridge.Port{
-		ContainerID: args.ContainerID, IfName: args.IfName, PodNS: a.podNS,
+		Network: n.Conf.Name, ContainerID: args.ContainerID, IfName: args.IfName, PodNS: a.podNS,
 		MTU: n.Conf.MTU, MAC: n.MAC, Hairpin: n.Conf.HairpinMode,
 	})
 	if att != nil {
@@ -424,7 +424,7 @@ func (a *addition) detachVeth(context.Context) error {
 	if !a.createdVeth {
 		return nil
 	}
-	return bridge.DetachByName(bridge.HostVethName(a.c.args.ContainerID, a.c.args.IfName))
+	return bridge.DetachByName(bridge.HostVethName(a.c.net.Conf.Name, a.c.args.ContainerID, a.c.args.IfName))
 }
 
 func (a *addition) allocate(ctx context.Context) error {
@@ -529,7 +529,7 @@ func (a *addition) saveState(context.Context) error {
 	args := a.c.args
 	err = a.store.Save(store.Record{
 		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
-		HostVeth: bridge.HostVethName(args.ContainerID, args.IfName), Subnet: a.slice,
+		HostVeth: bridge.HostVethName(a.c.net.Conf.Name, args.ContainerID, args.IfName), Subnet: a.slice,
 		Table: a.choice.Table, Priority: a.choice.Priority, Result: raw,
 	})
 	a.savedState = err == nil
@@ -619,7 +619,7 @@ func (a *addition) removeGateway(context.Context) error {
 		return err
 	}
 	defer unlock()
-	busy, err := bridge.HasPorts(a.br, bridge.HostVethName(a.c.args.ContainerID, a.c.args.IfName))
+	busy, err := bridge.HasPorts(a.br, bridge.HostVethName(a.c.net.Conf.Name, a.c.args.ContainerID, a.c.args.IfName))
 	if err != nil || busy {
 		return err
 	}

@@ -66,7 +66,7 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 			return err
 		}
 	}
-	if err := checkNode(n, bridge.HostVethName(args.ContainerID, args.IfName), prev); err != nil {
+	if err := checkNode(n, bridge.HostVethName(n.Conf.Name, args.ContainerID, args.IfName), prev); err != nil {
 		return err
 	}
 	pod, closePod, err := c.openPodChecked(args.Netns)

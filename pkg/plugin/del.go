@@ -79,10 +79,21 @@ type attachmentRef struct {
 	Netns       string
 	Addrs       []netip.Addr
 	Slice       netip.Prefix // the node slice recorded at ADD, if any
+	HostVeth    string       // the node end recorded at ADD, if any
 }
 
 func refOf(rec *store.Record) attachmentRef {
-	return attachmentRef{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.Netns, Addrs: recordAddrs(rec), Slice: rec.Subnet}
+	return attachmentRef{ContainerID: rec.ContainerID, IfName: rec.IfName, Netns: rec.Netns, Addrs: recordAddrs(rec), Slice: rec.Subnet,
+		HostVeth: rec.HostVeth}
+}
+
+// hostVeth is the node end of the attachment: as recorded at ADD, else the
+// name ADD derives.
+func (r attachmentRef) hostVeth(network string) string {
+	if r.HostVeth != "" {
+		return r.HostVeth
+	}
+	return bridge.HostVethName(network, r.ContainerID, r.IfName)
 }
 
 func (r *attachmentRef) addAddrs(addrs []netip.Addr) {
@@ -166,7 +177,7 @@ func (p *Plugin) teardown(ctx context.Context, c *call, ref attachmentRef, pod *
 			}
 		}
 	}
-	if err := bridge.DetachByName(bridge.HostVethName(ref.ContainerID, ref.IfName)); err != nil {
+	if err := bridge.DetachByName(ref.hostVeth(c.net.Conf.Name)); err != nil {
 		errs = append(errs, err)
 	}
 	c.log.Debug("interfaces removed", "elapsed", c.elapsed())

@@ -194,13 +194,23 @@ func (p *Policy) CheckResolvedPaths(n *config.Network) error {
 }
 
 // resolveExisting follows the symbolic links of the longest part of path
-// that exists and appends the rest unchanged.
+// that exists and appends the rest unchanged. A dangling link leads to its
+// target, as a file created through it would.
 func resolveExisting(path string) string {
-	path = filepath.Clean(path)
+	return resolveDepth(filepath.Clean(path), 0)
+}
+
+func resolveDepth(path string, depth int) string {
 	rest := ""
 	for dir := path; ; dir = filepath.Dir(dir) {
 		if r, err := filepath.EvalSymlinks(dir); err == nil {
 			return filepath.Join(r, rest)
+		}
+		if target, err := os.Readlink(dir); err == nil && depth < 40 {
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(dir), target)
+			}
+			return resolveDepth(filepath.Join(target, rest), depth+1)
 		}
 		if dir == filepath.Dir(dir) {
 			return path

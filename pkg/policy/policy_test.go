@@ -166,4 +166,7 @@ func TestResolvedPathsStayInside(t *testing.T) {
 	escaping := load(t, `{"name":"n","logFile":"`+allowed+`/link/plugin.log"}`)
 	assert.NoError(t, p.CheckPaths(escaping), "lexically inside")
 	assert.ErrorContains(t, p.CheckResolvedPaths(escaping), `"logFile" "`+allowed+`/link/plugin.log" (leading to "`+outside+`/plugin.log") is not allowed by rule "allowedDirectories"`)
+	require.NoError(t, os.Symlink(filepath.Join(outside, "not-yet.log"), filepath.Join(allowed, "dangling.log")))
+	dangling := load(t, `{"name":"n","logFile":"`+allowed+`/dangling.log"}`)
+	assert.ErrorContains(t, p.CheckResolvedPaths(dangling), `(leading to "`+outside+`/not-yet.log") is not allowed`)
 }

@@ -308,7 +308,7 @@ func TestNADPoolOverTheNodesLANRefused(t *testing.T) {
 	a := c.addNode("node-a", "192.0.2.11", "")
 	c.start(a)
 	waitEvent(t, s, a.name, `Warning InvalidNetworkConfig: ignoring network "lan" of nad:default/lan on this node: its pool 192.0.2.0/24 overlaps 192.0.2.0/24, `+
-		`which this node reaches outside multi-bridge; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`)
+		`a subnet of this node's own; give the network a pool of its own, or list the pool in the node policy's allowedSubnets`)
 	eventually(t, converge, "net1 leased", func() (bool, string) { return slicesFile(t, a, "net1") != "", "no slice file" })
 	assert.Equal(t, "", slicesFile(t, a, "lan"))
 	assert.Empty(t, leaseIDs(t, s, "lan"))

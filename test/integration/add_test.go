@@ -158,7 +158,7 @@ func TestForceAddress(t *testing.T) {
 	nettest.MustRun(t, b.node, "ip", "addr", "add", "10.240.10.254/24", "dev", "cni1")
 	_, err := b.add(b.conf(net1(nil)), "net1")
 	assert.Contains(t, cniCode(t, err).Msg, `cni1 already has 10.240.10.254/24, not the gateway 10.240.10.1/24 of this network; set "forceAddress": true`)
-	assert.Equal(t, []string{bridge.HostVethName(b.id, "net9")}, b.hostVeths(), "the failed ADD rolled back")
+	assert.Equal(t, []string{bridge.HostVethName("l2", b.id, "net9")}, b.hostVeths(), "the failed ADD rolled back")
 	assert.Empty(t, b.reservations())
 
 	b.mustAdd(b.conf(net1(map[string]any{"forceAddress": true})), "net1")

@@ -200,6 +200,10 @@ func hostileCatalogue() []badInput {
 			nettest.MustRun(t, b.pod, "ip", "link", "add", "net1", "type", "veth", "peer", "name", "other0")
 		}, code: badEnv,
 			msg: `CNI_IFNAME "net1": the pod already has that interface, not created by multi-bridge for network "net1" and container c-hostile`},
+		{name: "ifname of another network's attachment in the pod", setup: func(t *testing.T, b *bed) {
+			b.mustAdd(b.conf(map[string]any{"name": "other", "bridge": "cnio", "isGateway": true, "ipam": nettest.HostLocal("10.240.30.0/24", nil)}), "net1")
+		}, code: badEnv,
+			msg: `CNI_IFNAME "net1": the pod already has that interface, not created by multi-bridge for network "net1" and container c-hostile`},
 		{name: "netns is a regular file", env: func(b *bed) map[string]string {
 			return map[string]string{"CNI_NETNS": filepath.Join(b.dirs.Data, "not-a-netns")}
 		}, setup: func(t *testing.T, b *bed) {

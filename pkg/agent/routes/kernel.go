@@ -88,6 +88,9 @@ const BridgeMarker = "multi-bridge"
 // plugin made.
 type Foreign struct {
 	Addresses, Routes []netip.Prefix
+	// Bridges are the subnets of multi-bridge's own bridges: a network's
+	// own slice is there, but so are other networks' subnets.
+	Bridges []netip.Prefix
 }
 
 // Foreign reads the node's Foreign prefixes.
@@ -108,7 +111,9 @@ func (r *Reconciler) Foreign() (Foreign, error) {
 	}
 	var out Foreign
 	for _, c := range connected {
-		if !ours[c.LinkIndex] {
+		if ours[c.LinkIndex] {
+			out.Bridges = append(out.Bridges, c.Prefix.Masked())
+		} else {
 			out.Addresses = append(out.Addresses, c.Prefix.Masked())
 		}
 	}
