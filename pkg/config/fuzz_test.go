@@ -134,7 +134,7 @@ func FuzzLoad(f *testing.F) {
 		if len(stdin) > MaxConfigSize {
 			t.Fatalf("accepted %d bytes", len(stdin))
 		}
-		if n.Conf.IPAM.Type != "" && !pluginTypeName.MatchString(n.Conf.IPAM.Type) {
+		if n.Conf.IPAM.Type != "" && !pluginTypeName(n.Conf.IPAM.Type) {
 			t.Fatalf("accepted ipam.type %q", n.Conf.IPAM.Type)
 		}
 		for _, f := range n.PathFields() {
