@@ -107,7 +107,7 @@ type addition struct {
 
 	br            *netlink.Bridge
 	createdBridge bool
-	bridgeHold    func() // the shared bridge lock, until the veth is on the bridge
+	bridgeHold    func() // the bridge lock (shared or not), until the veth is on the bridge
 	host          netlink.Link
 	podLink       netlink.Link
 	createdVeth   bool
@@ -271,7 +271,17 @@ func (a *addition) close() {
 	_ = a.podNS.Close()
 }
 
-// releaseBridge lets go of the shared bridge lock ensureBridge kept.
+// hostVethName is the node end of this attachment: as recorded when it
+// exists already (an attachment made before host veths were named per
+// network keeps its name), else derived.
+func (a *addition) hostVethName() string {
+	if a.prior != nil && a.prior.HostVeth != "" {
+		return a.prior.HostVeth
+	}
+	return bridge.HostVethName(a.c.net.Conf.Name, a.c.args.ContainerID, a.c.args.IfName)
+}
+
+// releaseBridge lets go of the bridge lock ensureBridge kept.
 func (a *addition) releaseBridge() {
 	if a.bridgeHold != nil {
 		a.bridgeHold()
@@ -369,11 +379,14 @@ func (a *addition) ensureBridge(context.Context) error {
 		return nil
 	}
 	shared()
+	// Here too the lock is kept until the veth is on the bridge: an ADD
+	// that found the bridge made by another one meanwhile must be safe
+	// from that one's rollback as well.
 	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	a.bridgeHold = unlock
 	a.br, a.createdBridge, err = bridge.Ensure(spec)
 	return err
 }
@@ -381,6 +394,9 @@ func (a *addition) ensureBridge(context.Context) error {
 // removeBridge takes back a bridge this ADD created, unless another ADD
 // came to use it meanwhile.
 func (a *addition) removeBridge(context.Context) error {
+	// The step's own hold goes first: taking the lock again on another
+	// descriptor would wait for ourselves.
+	a.releaseBridge()
 	if !a.createdBridge {
 		return nil
 	}
@@ -396,7 +412,7 @@ func (a *addition) removeBridge(context.Context) error {
 func (a *addition) attachVeth(context.Context) error {
 	defer a.releaseBridge()
 	n, args := a.c.net, a.c.args
-	hostName := bridge.HostVethName(a.c.net.Conf.Name, args.ContainerID, args.IfName)
+	hostName := a.hostVethName()
 	if a.prior != nil {
 		host, err := netlinksafe.LinkByName(hostName)
 		if err != nil {
@@ -529,7 +545,7 @@ func (a *addition) saveState(context.Context) error {
 	args := a.c.args
 	err = a.store.Save(store.Record{
 		ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns,
-		HostVeth: bridge.HostVethName(a.c.net.Conf.Name, args.ContainerID, args.IfName), Subnet: a.slice,
+		HostVeth: a.hostVethName(), Subnet: a.slice,
 		Table: a.choice.Table, Priority: a.choice.Priority, Result: raw,
 	})
 	a.savedState = err == nil
@@ -619,7 +635,7 @@ func (a *addition) removeGateway(context.Context) error {
 		return err
 	}
 	defer unlock()
-	busy, err := bridge.HasPorts(a.br, bridge.HostVethName(a.c.net.Conf.Name, a.c.args.ContainerID, a.c.args.IfName))
+	busy, err := bridge.HasPorts(a.br, a.hostVethName())
 	if err != nil || busy {
 		return err
 	}

@@ -66,7 +66,11 @@ func (p *Plugin) check(ctx context.Context, c *call) error {
 			return err
 		}
 	}
-	if err := checkNode(n, bridge.HostVethName(n.Conf.Name, args.ContainerID, args.IfName), prev); err != nil {
+	hostVeth := bridge.HostVethName(n.Conf.Name, args.ContainerID, args.IfName)
+	if rec != nil && rec.HostVeth != "" {
+		hostVeth = rec.HostVeth
+	}
+	if err := checkNode(n, hostVeth, prev); err != nil {
 		return err
 	}
 	pod, closePod, err := c.openPodChecked(args.Netns)

@@ -290,7 +290,10 @@ func joinCNI(errs []error) error {
 			if first == nil {
 				first = e
 			}
-			msgs = append(msgs, e.Msg)
+			// Keep the context a wrapper added ("releasing the IPAM
+			// reservation: ...").
+			prefix := strings.TrimSuffix(err.Error(), e.Error())
+			msgs = append(msgs, prefix+e.Msg)
 			continue
 		}
 		msgs = append(msgs, err.Error())

@@ -6,6 +6,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -18,10 +19,13 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
+	"github.com/multi-bridge-cni/multi-bridge/pkg/plugin"
 	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
 
@@ -231,4 +235,51 @@ func fields(lines []string, from, to int) []string {
 		}
 	}
 	return out
+}
+
+// The ADD that created a bridge fails right after and rolls back while
+// another ADD, which found the bridge but has not attached its veth yet, is
+// under way. The other must succeed: the rollback may remove only a bridge no
+// ADD is about to use. (The third review found an ADD that took the slow
+// path (here: promiscMode, which a ready bridge lacks) attaching without the
+// lock, and the creator's rollback deleting the bridge under it.)
+func TestCreatorRollbackSparesAConcurrentADD(t *testing.T) {
+	nettest.Heavy(t)
+	b := newBed(t)
+	podB := nettest.NewNS(t)
+	run := func(conf []byte, afterStep func(string) error, id string, pod ns.NetNS, out chan<- error) {
+		p := plugin.New(plugin.Options{PolicyFile: nettest.PolicyFile(), LogOutput: logWriter{t}, AfterStep: afterStep})
+		out <- b.node.Do(func(ns.NetNS) error {
+			_, err := p.AddResult(&skel.CmdArgs{ContainerID: id, Netns: pod.Path(), IfName: "net1", Args: multusArgs,
+				Path: nettest.CNIPath(t), StdinData: conf})
+			return err
+		})
+	}
+	creatorAt, otherAt := make(chan struct{}), make(chan struct{})
+	creator, other := make(chan error, 1), make(chan error, 1)
+	go run(b.conf(net1(nil)).Bytes, func(step string) error {
+		if step != plugin.StepBridge {
+			return nil
+		}
+		close(creatorAt)
+		// Fail once the other ADD is past its bridge step, or after a
+		// while if it cannot get there before this ADD lets the bridge go.
+		select {
+		case <-otherAt:
+		case <-time.After(time.Second):
+		}
+		return errors.New("injected failure after the bridge step")
+	}, "c-creator", b.pod, creator)
+	<-creatorAt
+	go run(b.conf(net1(map[string]any{"promiscMode": true})).Bytes, func(step string) error {
+		if step == plugin.StepBridge {
+			close(otherAt)
+			time.Sleep(300 * time.Millisecond) // the window before its veth step
+		}
+		return nil
+	}, "c-other", podB, other)
+	assert.ErrorContains(t, <-creator, "injected failure after the bridge step")
+	require.NoError(t, <-other, "the other ADD")
+	assert.Equal(t, []string{bridge.HostVethName("net1", "c-other", "net1")}, b.hostVeths())
+	assert.Len(t, grep(b.onNode("ip", "-o", "link", "show", "master", "cni1"), "veth"), 1)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/multi-bridge-cni/multi-bridge/pkg/bridge"
 	"github.com/multi-bridge-cni/multi-bridge/pkg/plugin"
 	"github.com/multi-bridge-cni/multi-bridge/test/nettest"
 )
@@ -272,4 +273,30 @@ func removeMasquerade(t *testing.T, b *bed, backend, network string) {
 	jump := strings.Fields(strings.Replace(rules[0], "-A ", "-D ", 1))
 	chain := jump[len(jump)-1]
 	nettest.MustRun(t, b.node, "sh", "-c", "iptables -t nat "+strings.Join(jump, " ")+" && iptables -t nat -F "+chain+" && iptables -t nat -X "+chain)
+}
+
+// An attachment whose record names its host veth otherwise than ADD derives
+// it now (made before host veths were named per network) keeps working:
+// CHECK, a repeated ADD and DEL use the recorded name.
+func TestAttachmentRecordedUnderAnOlderHostVethName(t *testing.T) {
+	b := newBed(t)
+	conf := b.conf(net1(nil))
+	b.mustAdd(conf, "net1")
+	cur := bridge.HostVethName("net1", b.id, "net1")
+	const old = "vethd0c0ffee000"
+	nettest.MustRun(t, b.node, "ip", "link", "set", cur, "name", old)
+	recPath := filepath.Join(b.dirs.Data, "net1", b.id+":net1.json")
+	raw, err := os.ReadFile(recPath)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), cur)
+	require.NoError(t, os.WriteFile(recPath, []byte(strings.ReplaceAll(string(raw), cur, old)), 0o600))
+
+	require.NoError(t, b.rt.Check(conf, b.rtc("net1")), "CHECK")
+	_, err = b.add(conf, "net1")
+	require.NoError(t, err, "repeated ADD")
+	raw, err = os.ReadFile(recPath)
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), old, "the record keeps the name")
+	require.NoError(t, b.del(conf, "net1"))
+	assert.Empty(t, b.hostVeths())
 }
