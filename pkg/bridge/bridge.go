@@ -213,11 +213,7 @@ func HostVethName(network, containerID, ifName string) string {
 // its gateway address. It is per bridge, never global, and a file lock so it
 // holds across plugin processes.
 func Lock(runtimeDir, bridgeName string) (unlock func(), err error) {
-	f, err := lockFile(filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock"))
-	if err != nil {
-		return nil, err
-	}
-	return func() { _ = f.Close() }, nil
+	return locked(bridgeLockPath(runtimeDir, bridgeName), unix.LOCK_EX)
 }
 
 // SharedLock is the bridge's lock taken shared: any number of ADDs that
@@ -225,17 +221,23 @@ func Lock(runtimeDir, bridgeName string) (unlock func(), err error) {
 // bridge, so that the rollback of the ADD that created the bridge (which
 // takes Lock) cannot remove it under them.
 func SharedLock(runtimeDir, bridgeName string) (unlock func(), err error) {
-	f, err := lockFileHow(filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock"), unix.LOCK_SH)
-	if err != nil {
-		return nil, err
-	}
-	return func() { _ = f.Close() }, nil
+	return locked(bridgeLockPath(runtimeDir, bridgeName), unix.LOCK_SH)
+}
+
+func bridgeLockPath(runtimeDir, bridgeName string) string {
+	return filepath.Join(runtimeDir, "bridge-"+bridgeName+".lock")
 }
 
 // NetworkLock serializes per-network node state (masquerade set-up and its
 // rollback) across plugin processes.
 func NetworkLock(runtimeDir, network string) (unlock func(), err error) {
-	f, err := lockFile(filepath.Join(runtimeDir, "network-"+network+".lock"))
+	return locked(filepath.Join(runtimeDir, "network-"+network+".lock"), unix.LOCK_EX)
+}
+
+// locked takes the lock at path (how: LOCK_EX or LOCK_SH) and returns what
+// lets it go.
+func locked(path string, how int) (unlock func(), err error) {
+	f, err := lockFile(path, how)
 	if err != nil {
 		return nil, err
 	}
@@ -257,16 +259,12 @@ func AttachmentLock(runtimeDir, network, containerID, ifName string) (*os.File, 
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(network + "/" + containerID + "/" + ifName))
 	bucket := h.Sum32() % attachmentLockBuckets
-	return lockFile(filepath.Join(runtimeDir, "attachments", fmt.Sprintf("%04d.lock", bucket)))
+	return lockFile(filepath.Join(runtimeDir, "attachments", fmt.Sprintf("%04d.lock", bucket)), unix.LOCK_EX)
 }
 
-// lockFile opens path and takes an exclusive flock on it; closing the file
-// (and every copy a child inherited) releases it.
-func lockFile(path string) (*os.File, error) {
-	return lockFileHow(path, unix.LOCK_EX)
-}
-
-func lockFileHow(path string, how int) (*os.File, error) {
+// lockFile opens path and takes a flock on it (how: LOCK_EX or LOCK_SH);
+// closing the file (and every copy a child inherited) releases it.
+func lockFile(path string, how int) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating lock directory: %w", err)
 	}

@@ -172,6 +172,39 @@ func families(subnets []netip.Prefix) []int {
 	return out
 }
 
+// Unheld are the subnets the bridge holds no address of yet (same prefix):
+// the ones a gateway would newly put on the node. A subnet the bridge holds
+// was checked against the node's other addresses and routes when its
+// gateway went on, so every pod after a network's first skips the node-wide
+// dumps of CheckOverlap and RoutedElsewhere.
+func Unheld(bridgeName string, subnets []netip.Prefix) ([]netip.Prefix, error) {
+	l, err := netlinksafe.LinkByName(bridgeName)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return subnets, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses of %s: %w", bridgeName, err)
+	}
+	held := map[netip.Prefix]bool{}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			ones, _ := a.Mask.Size()
+			held[netip.PrefixFrom(ip.Unmap(), ones).Masked()] = true
+		}
+	}
+	var out []netip.Prefix
+	for _, s := range subnets {
+		if !held[s.Masked()] {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // MissingGateways are the gateways not yet on the bridge.
 func MissingGateways(br *netlink.Bridge, gateways []*net.IPNet) ([]*net.IPNet, error) {
 	addrs, err := netlinksafe.AddrList(br, netlink.FAMILY_ALL)

@@ -87,35 +87,8 @@ func deleteNested(obj map[string]json.RawMessage, path ...string) error {
 // requested addresses, the nodeSubnets pool); known is false otherwise (dhcp,
 // whereabouts...). Decisions that need it before IPAM runs use it.
 func (n *Network) Families() (v4, v6, known bool) {
-	add := func(s string) {
-		if a, err := parseAddr(s); err == nil {
-			v4, v6, known = v4 || a.Is4(), v6 || a.Is6(), true
-		}
-	}
-	for _, ip := range n.IPs {
-		add(ip)
-	}
-	if n.Pool != nil {
-		add(n.Pool.String())
-	}
-	var ipam struct {
-		Subnet string `json:"subnet"`
-		Ranges [][]struct {
-			Subnet string `json:"subnet"`
-		} `json:"ranges"`
-		Addresses []struct {
-			Address string `json:"address"`
-		} `json:"addresses"`
-	}
-	_ = json.Unmarshal(n.RawConf["ipam"], &ipam)
-	add(ipam.Subnet)
-	for _, set := range ipam.Ranges {
-		for _, r := range set {
-			add(r.Subnet)
-		}
-	}
-	for _, a := range ipam.Addresses {
-		add(a.Address)
+	for _, d := range n.DeclaredSubnets() {
+		v4, v6, known = v4 || d.Prefix.Addr().Is4(), v6 || d.Prefix.Addr().Is6(), true
 	}
 	return v4, v6, known
 }

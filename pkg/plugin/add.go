@@ -228,6 +228,10 @@ func (a *addition) checkOverlap(subnets []netip.Prefix) error {
 	if !a.c.net.Conf.IsGateway || a.prior != nil {
 		return nil
 	}
+	subnets, err := bridge.Unheld(a.c.net.Bridge, subnets)
+	if err != nil {
+		return err
+	}
 	if err := bridge.CheckOverlap(a.c.net.Bridge, subnets); err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(),
 			"give each bridge's network its own subnet, outside the node's other subnets")
@@ -279,6 +283,11 @@ func (a *addition) hostVethName() string {
 		return a.prior.HostVeth
 	}
 	return bridge.HostVethName(a.c.net.Conf.Name, a.c.args.ContainerID, a.c.args.IfName)
+}
+
+// lockBridge takes the network's bridge lock exclusively.
+func (a *addition) lockBridge() (unlock func(), err error) {
+	return bridge.Lock(a.c.net.RuntimeDir(), a.c.net.Bridge)
 }
 
 // releaseBridge lets go of the bridge lock ensureBridge kept.
@@ -382,7 +391,7 @@ func (a *addition) ensureBridge(context.Context) error {
 	// Here too the lock is kept until the veth is on the bridge: an ADD
 	// that found the bridge made by another one meanwhile must be safe
 	// from that one's rollback as well.
-	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	unlock, err := a.lockBridge()
 	if err != nil {
 		return err
 	}
@@ -401,7 +410,7 @@ func (a *addition) removeBridge(context.Context) error {
 		return nil
 	}
 	n := a.c.net
-	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	unlock, err := a.lockBridge()
 	if err != nil {
 		return err
 	}
@@ -471,9 +480,7 @@ func (a *addition) allocate(ctx context.Context) error {
 	}
 	var gateways []netip.Addr
 	for _, g := range gatewayNets(res) {
-		if ip, ok := netip.AddrFromSlice(g.IP); ok {
-			gateways = append(gateways, ip.Unmap())
-		}
+		gateways = append(gateways, prefixOf(*g).Addr())
 	}
 	return a.c.policy.CheckAddresses(a.c.net.Conf.IPAM.Type, resultPrefixes(res), gateways)
 }
@@ -594,7 +601,7 @@ func (a *addition) ensureGateway(context.Context) error {
 	if len(missing) == 0 {
 		return ip.EnableForward(a.ipam.IPs)
 	}
-	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	unlock, err := a.lockBridge()
 	if err != nil {
 		return err
 	}
@@ -604,10 +611,7 @@ func (a *addition) ensureGateway(context.Context) error {
 	}
 	var subnets []netip.Prefix
 	for _, g := range missing {
-		if ip, ok := netip.AddrFromSlice(g.IP); ok {
-			ones, _ := g.Mask.Size()
-			subnets = append(subnets, netip.PrefixFrom(ip.Unmap(), ones).Masked())
-		}
+		subnets = append(subnets, prefixOf(*g).Masked())
 	}
 	if err := a.checkOverlap(subnets); err != nil {
 		return err
@@ -629,8 +633,7 @@ func (a *addition) removeGateway(context.Context) error {
 	if len(a.addedGateways) == 0 {
 		return nil
 	}
-	n := a.c.net
-	unlock, err := bridge.Lock(n.RuntimeDir(), n.Bridge)
+	unlock, err := a.lockBridge()
 	if err != nil {
 		return err
 	}

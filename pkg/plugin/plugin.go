@@ -59,7 +59,7 @@ func (ExecIPAM) Run(ctx context.Context, call IPAMCall) (types.Result, error) {
 	}
 	a := *call.Args
 	a.Command = call.Command
-	exec := &holdingExec{hold: call.Hold}
+	exec := &ProcessExec{Hold: call.Hold}
 	if call.Command == "ADD" {
 		return invoke.ExecPluginWithResult(ctx, path, call.Conf, &a, exec)
 	}

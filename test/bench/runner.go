@@ -1,22 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/multi-bridge-cni/multi-bridge/pkg/plugin"
 )
 
 // Both networks use the same subnet (each node is its own namespace), the
@@ -100,7 +97,7 @@ func newNode(nss *namespaces, f *flavour, tmp string) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	cni := libcni.NewCNIConfigWithCacheDir([]string{f.binDir}, filepath.Join(dir, "cache"), &recordingExec{})
+	cni := libcni.NewCNIConfigWithCacheDir([]string{f.binDir}, filepath.Join(dir, "cache"), &plugin.ProcessExec{AfterRun: recordUsage})
 	return &node{f: f, path: path, dir: dir, cni: cni, list: list, nss: nss, pods: map[string]string{}}, nil
 }
 
@@ -187,40 +184,43 @@ func (o op) cpu() time.Duration {
 
 // add runs ADD of the conflist for the pod, inside the node namespace.
 func (n *node) add(ctx context.Context, id string) op {
-	rt := n.runtimeConf(id)
-	rec := &recorder{}
-	ctx = context.WithValue(ctx, recorderKey{}, rec)
-	var o op
-	o.err = inNS(n.path, func() error {
-		start := time.Now()
-		res, err := n.cni.AddNetworkList(ctx, n.list, rt)
-		o.wall = time.Since(start)
-		if err != nil {
-			return err
-		}
-		r, err := current.NewResultFromResult(res)
-		if err != nil {
-			return err
-		}
-		for _, ipc := range r.IPs {
-			o.ips = append(o.ips, ipc.Address.IP.String())
-		}
-		return nil
-	})
-	o.procs = rec.list()
+	var res types.Result
+	o := n.timed(ctx, func(ctx context.Context, rt *libcni.RuntimeConf) (err error) {
+		res, err = n.cni.AddNetworkList(ctx, n.list, rt)
+		return err
+	}, id)
+	if o.err != nil {
+		return o
+	}
+	r, err := current.NewResultFromResult(res)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	for _, ipc := range r.IPs {
+		o.ips = append(o.ips, ipc.Address.IP.String())
+	}
 	return o
 }
 
 // del runs DEL of the conflist for the pod (libcni passes the cached
 // result as prevResult), inside the node namespace.
 func (n *node) del(ctx context.Context, id string) op {
-	rt := n.runtimeConf(id)
+	return n.timed(ctx, func(ctx context.Context, rt *libcni.RuntimeConf) error {
+		return n.cni.DelNetworkList(ctx, n.list, rt)
+	}, id)
+}
+
+// timed runs call for the pod inside the node namespace, with its wall
+// time and the plugin processes it ran.
+func (n *node) timed(ctx context.Context, call func(context.Context, *libcni.RuntimeConf) error, id string) op {
 	rec := &recorder{}
 	ctx = context.WithValue(ctx, recorderKey{}, rec)
+	rt := n.runtimeConf(id)
 	var o op
 	o.err = inNS(n.path, func() error {
 		start := time.Now()
-		err := n.cni.DelNetworkList(ctx, n.list, rt)
+		err := call(ctx, rt)
 		o.wall = time.Since(start)
 		return err
 	})
@@ -254,53 +254,19 @@ func (r *recorder) list() []proc {
 	return append([]proc(nil), r.procs...)
 }
 
-// recordingExec runs plugins as libcni's default (invoke.RawExec) does and
-// also records each process's resource usage from wait4: ru_maxrss and CPU
-// times there cover the process and the children it waited for (the IPAM
-// plugin, iptables, nft).
-type recordingExec struct {
-	version.PluginDecoder
-}
-
-func (e *recordingExec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, pluginPath)
-	cmd.Env = environ
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if rec, ok := ctx.Value(recorderKey{}).(*recorder); ok && cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			rec.add(proc{
-				plugin: filepath.Base(pluginPath),
-				maxRSS: ru.Maxrss * 1024, // kilobytes on Linux
-				cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-			})
-		}
+// recordUsage records each plugin process's resource usage from wait4 into
+// the call's recorder: ru_maxrss and CPU times there cover the process and
+// the children it waited for (the IPAM plugin, iptables, nft).
+func recordUsage(ctx context.Context, pluginPath string, state *os.ProcessState) {
+	rec, ok := ctx.Value(recorderKey{}).(*recorder)
+	if !ok {
+		return
 	}
-	if err != nil {
-		return nil, pluginError(err, stdout.Bytes(), stderr.Bytes())
+	if ru, ok := state.SysUsage().(*syscall.Rusage); ok {
+		rec.add(proc{
+			plugin: filepath.Base(pluginPath),
+			maxRSS: ru.Maxrss * 1024, // kilobytes on Linux
+			cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		})
 	}
-	return stdout.Bytes(), nil
-}
-
-func (e *recordingExec) FindInPath(plugin string, paths []string) (string, error) {
-	return invoke.FindInPath(plugin, paths)
-}
-
-// pluginError is the CNI error a failed plugin printed, as invoke.RawExec
-// reports it.
-func pluginError(err error, stdout, stderr []byte) error {
-	e := &types.Error{}
-	switch {
-	case len(stdout) == 0 && len(stderr) == 0:
-		e.Msg = fmt.Sprintf("netplugin failed with no error message: %v", err)
-	case len(stdout) == 0:
-		e.Msg = fmt.Sprintf("netplugin failed: %q", string(stderr))
-	default:
-		if perr := json.Unmarshal(stdout, e); perr != nil {
-			e.Msg = fmt.Sprintf("netplugin failed but error parsing its diagnostic message %q: %v", string(stdout), perr)
-		}
-	}
-	return e
 }

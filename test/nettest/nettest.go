@@ -6,17 +6,16 @@ package nettest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/multi-bridge-cni/multi-bridge/test/nsfile"
 )
 
 // RequireRoot skips a test that needs to create namespaces and links.
@@ -27,57 +26,29 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-// NSDir holds the tests' namespaces. It is not /run/netns on purpose:
-// iproute2 scans /run/netns to name a veth's peer namespace, and a file there
-// that a parallel test is just creating or removing makes `ip link show` fail
-// ("Peer netns reference is invalid").
-const NSDir = "/run/multi-bridge-test/netns"
+// NSDir holds the tests' namespaces (nsfile.Dir, not /run/netns).
+const NSDir = nsfile.Dir
 
 // NewNS creates a network namespace that is deleted when the test ends.
 // Loopback is brought up, as a container runtime does.
 func NewNS(t testing.TB) ns.NetNS {
 	t.Helper()
 	RequireRoot(t)
-	n, err := newNS()
+	path, err := nsfile.Create("mbt-")
 	if err != nil {
 		t.Fatalf("creating netns: %v", err)
+	}
+	n, err := ns.GetNS(path)
+	if err != nil {
+		_ = nsfile.Remove(path)
+		t.Fatalf("opening netns: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := removeNS(n); err != nil {
 			t.Errorf("removing netns: %v", err)
 		}
 	})
-	MustRun(t, n, "ip", "link", "set", "lo", "up")
 	return n
-}
-
-// newNS makes a namespace on a thread of its own and bind-mounts it to a
-// file, so it outlives the thread (which Go discards, as it stays locked).
-func newNS() (ns.NetNS, error) {
-	if err := os.MkdirAll(NSDir, 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.CreateTemp(NSDir, "mbt-")
-	if err != nil {
-		return nil, err
-	}
-	path := f.Name()
-	_ = f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		errc <- unix.Mount(self, path, "none", unix.MS_BIND, "")
-	}()
-	if err := <-errc; err != nil {
-		_ = os.Remove(path)
-		return nil, fmt.Errorf("creating netns at %s: %w", path, err)
-	}
-	return ns.GetNS(path)
 }
 
 // DeleteNS removes a namespace before the test ends, as a runtime does when
@@ -89,20 +60,10 @@ func DeleteNS(t testing.TB, n ns.NetNS) {
 	}
 }
 
-// removeNS unmounts and removes a namespace's file, like `ip netns del`:
-// lazily (MNT_DETACH), because a process forked at that moment by a parallel
-// test briefly holds a copy of every open file and a plain unmount would fail
-// with EBUSY. The namespace dies with its last reference.
+// removeNS closes n and removes its file (nsfile.Remove).
 func removeNS(n ns.NetNS) error {
 	_ = n.Close()
-	err := unix.Unmount(n.Path(), unix.MNT_DETACH)
-	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmounting %s: %w", n.Path(), err)
-	}
-	if err := os.Remove(n.Path()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	return nsfile.Remove(n.Path())
 }
 
 // Run runs a command inside n and returns its combined output. The child
